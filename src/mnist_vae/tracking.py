@@ -1,0 +1,137 @@
+"""MLflow: one run per trained model. The train stage opens it; evaluate and render reopen it by id.
+
+The store is ``sqlite:///<repo>/mlflow.db`` with artifacts in ``<repo>/mlartifacts`` unless
+``MLFLOW_TRACKING_URI`` says otherwise. ``<repo>`` is the repository's root also for experiments
+that DVC queues and runs in copies under ``.dvc/tmp/exps/``, so every run lands in one store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any, Iterator
+
+from mnist_vae.errors import UserError
+from mnist_vae.io import save_json
+
+log = logging.getLogger("mnist_vae.tracking")
+
+EXPS_TMP = os.sep + os.path.join(".dvc", "tmp", "exps") + os.sep
+
+
+def repo_root() -> Path:
+    """The project root: DVC_ROOT (or the working directory), lifted out of a queued experiment's copy."""
+    root = os.path.abspath(os.environ.get("DVC_ROOT") or os.getcwd())
+    if EXPS_TMP in root + os.sep:
+        root = (root + os.sep).split(EXPS_TMP)[0]
+    return Path(root)
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
+
+
+def _mlflow():
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no network here, and none wanted
+    import mlflow  # imported here: it costs a couple of seconds, and only tracking needs it
+
+    mlflow.set_tracking_uri(tracking_uri())
+    return mlflow
+
+
+def _experiment_id(mlflow, name: str) -> str:
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if "MLFLOW_TRACKING_URI" not in os.environ:  # keep artifacts beside the embedded store, not in a temp copy
+        location = (repo_root() / "mlartifacts").as_uri()
+    return mlflow.create_experiment(name, artifact_location=location)
+
+
+def git_state() -> dict[str, str]:
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return ""
+
+    commit = git("rev-parse", "HEAD")
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return {"git_commit": commit or "unknown", "git_dirty": str(bool(dirty)).lower() if commit else "unknown"}
+
+
+def _raise_on_sigterm() -> None:
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+@contextlib.contextmanager
+def training_run(experiment: str, run_file: Path, params: dict[str, Any], tags: dict[str, str]) -> Iterator[Any]:
+    """Start a run, log params and tags, and write its id to run_file. Ends FAILED on any exception
+    (an interrupt or SIGTERM included), so no run is left RUNNING."""
+    mlflow = _mlflow()
+    _raise_on_sigterm()
+    exp_name = os.environ.get("DVC_EXP_NAME")
+    run_name = exp_name or None
+    with mlflow.start_run(experiment_id=_experiment_id(mlflow, experiment), run_name=run_name) as run:
+        mlflow.log_params(params)
+        mlflow.set_tags({**tags, **git_state(), **({"dvc_exp_name": exp_name} if exp_name else {})})
+        save_json(run_file, {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id,
+                             "tracking_uri": tracking_uri()})
+        yield mlflow
+
+
+@contextlib.contextmanager
+def resume_run(run_file: Path, params: dict[str, Any]) -> Iterator[Any]:
+    """Reopen the training run named in run_file, for evaluate and render to add to."""
+    if not run_file.is_file():
+        raise UserError(f"{run_file} is missing; run `dvc repro train` first")
+    try:
+        run_id = json.loads(run_file.read_text())["run_id"]
+    except (ValueError, KeyError):
+        raise UserError(f"{run_file} is not a run file; rerun `dvc repro -f train`") from None
+    mlflow = _mlflow()
+    try:
+        run = mlflow.get_run(run_id)
+    except Exception:
+        raise UserError(
+            f"MLflow run {run_id} is not in {tracking_uri()}; rerun `dvc repro -f train` to record a new one"
+        ) from None
+    _raise_on_sigterm()
+    with mlflow.start_run(run_id=run_id):
+        log_params_once(mlflow, run.data.params, params)
+        yield mlflow
+
+
+def log_params_once(mlflow, logged: dict[str, str], params: dict[str, Any]) -> None:
+    """MLflow params are write-once: log the new ones; a changed value (a stage rerun with other
+    params on the same model) is recorded as an `override.<key>` tag."""
+    new = {k: v for k, v in params.items() if k not in logged}
+    changed = {f"override.{k}": str(v) for k, v in params.items() if k in logged and logged[k] != str(v)}
+    if new:
+        mlflow.log_params(new)
+    if changed:
+        mlflow.set_tags(changed)
+
+
+def log_model(mlflow, model) -> None:
+    """Log the nn.Module (pickled, with this package's code beside it) so that
+    mlflow.pytorch.load_model gives back a VAE with encode, decode and sample."""
+    import torch
+
+    import mnist_vae
+
+    version = torch.__version__.split("+")[0]
+    mlflow.pytorch.log_model(
+        model.cpu(), name="model", serialization_format="pickle",
+        code_paths=[str(Path(mnist_vae.__file__).parent)],
+        pip_requirements=[f"torch=={version}", "pydantic>=2"],  # given, so MLflow does not spend ~10 s inferring them
+    )

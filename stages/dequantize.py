@@ -1,0 +1,21 @@
+"""dequantize: data/raw/mnist.npz -> data/processed/{train,test}.npz (float32 x (N, 784), uint8 y)."""
+
+import logging
+
+from mnist_vae import data
+from mnist_vae.cli import run_stage
+from mnist_vae.io import load_npz, save_npz
+
+RAW = "data/raw/mnist.npz"
+OUT = "data/processed/{split}.npz"
+
+
+def main(params):
+    raw = load_npz(RAW, data.SPLITS, stage="download")
+    for split, arrays in data.dequantize_splits(raw, params.dequantize.mode, params.seed).items():
+        save_npz(OUT.format(split=split), arrays)
+        logging.info("%s: x %s in [%.4f, %.4f]", split, arrays["x"].shape, arrays["x"].min(), arrays["x"].max())
+
+
+if __name__ == "__main__":
+    run_stage("dequantize", main)
