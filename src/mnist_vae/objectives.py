@@ -19,6 +19,11 @@ LOG_2PI = math.log(2 * math.pi)
 NORMALISED = {"bernoulli": False, "continuous_bernoulli": True, "gaussian": True}
 
 
+def full(t: torch.Tensor) -> torch.Tensor:
+    """Reduced-precision (autocast) activations to float32 for the loss; float32/64 as they are."""
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
+
+
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, sigma^2) || N(0, I)) per example: 1/2 sum_j (mu_j^2 + sigma_j^2 - log sigma_j^2 - 1)."""
     return kl_per_dim(mu, logvar).sum(-1)
@@ -56,7 +61,7 @@ def gaussian_log_prob(x: torch.Tensor, logits: torch.Tensor, log_sigma: torch.Te
 
 def log_likelihood(config, x: torch.Tensor, logits: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
     """log p(x|z) per example for the model config's likelihood."""
-    logits = logits.float()
+    logits = full(logits)
     if config.likelihood == "bernoulli":
         return bernoulli_log_prob(x, logits)
     if config.likelihood == "continuous_bernoulli":
@@ -68,21 +73,21 @@ def log_likelihood(config, x: torch.Tensor, logits: torch.Tensor, log_sigma: tor
 
 def likelihood_mean(likelihood: str, logits: torch.Tensor) -> torch.Tensor:
     """E[x | z] as an image in [0, 1]."""
-    lam = torch.sigmoid(logits.float())
+    logits = full(logits)
+    lam = torch.sigmoid(logits)
     if likelihood != "continuous_bernoulli":
         return lam
     # mean of CB(lambda) = lambda / (2 lambda - 1) + 1 / (2 artanh(1 - 2 lambda)) -> 1/2 at lambda = 1/2
-    t = torch.tanh(logits.float() / 2)  # 2 lambda - 1
+    t = torch.tanh(logits / 2)  # 2 lambda - 1
     far = t.abs() > 1e-3
-    t_safe = torch.where(far, t, torch.ones_like(t))
-    mean = lam / t_safe - 1 / logits.float().where(far, torch.ones_like(t))
-    return torch.where(far, mean, 0.5 + logits.float() / 12)
+    mean = lam / t.where(far, torch.ones_like(t)) - 1 / logits.where(far, torch.ones_like(t))
+    return torch.where(far, mean, 0.5 + logits / 12)
 
 
 def negative_elbo(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One-sample estimate of -ELBO split into (reconstruction -log p(x|z), KL), each per example."""
     logits, mu, logvar = model(x)
-    return -model.log_px(x, logits), kl_divergence(mu.float(), logvar.float())
+    return -model.log_px(x, logits), kl_divergence(full(mu), full(logvar))
 
 
 def log_importance_weights(model, x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -91,9 +96,9 @@ def log_importance_weights(model, x: torch.Tensor, k: int) -> tuple[torch.Tensor
     Returns (log_w of shape (K, B), the mean over k of log p(x|z_k), the analytic KL) per example.
     """
     mu, logvar = model.encode(x)
-    mu, logvar = mu.float(), logvar.float()
+    mu, logvar = full(mu), full(logvar)
     std = torch.exp(0.5 * logvar)
-    eps = torch.randn((k, *mu.shape), device=mu.device)
+    eps = torch.randn((k, *mu.shape), device=mu.device, dtype=mu.dtype)
     z = mu + eps * std
     logits = model.decode(z.reshape(-1, mu.shape[-1]))
     log_px = model.log_px(x.repeat(k, 1), logits).view(k, -1)

@@ -1,0 +1,128 @@
+"""Scoring a trained VAE: ELBO and its parts, an importance-weighted log-likelihood, the notebook's
+latent statistics, and a posterior-collapse report (KL per dimension, active units, I(x; z))."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from mnist_vae import objectives
+
+LN2 = math.log(2)
+D = 784
+
+
+@torch.no_grad()
+def encode_all(model, x: torch.Tensor, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+    parts = [model.encode(xb) for xb in x.split(batch_size)]
+    return torch.cat([m for m, _ in parts]).float(), torch.cat([v for _, v in parts]).float()
+
+
+@torch.no_grad()
+def importance_sampled(model, x: torch.Tensor, k: int, batch_size: int = 500,
+                       max_rows: int = 25_000) -> dict[str, torch.Tensor]:
+    """Per example: the IWAE estimate of log p(x) with K samples, and the K-sample ELBO parts.
+
+    Samples are drawn in chunks of at most `max_rows` decoder rows; the chunks' log-weights are
+    combined with log-sum-exp, so memory does not grow with K.
+    """
+    model.eval()
+    out: dict[str, list[torch.Tensor]] = {"log_px": [], "rec": [], "kl": []}
+    for xb in x.split(batch_size):
+        chunk = max(1, min(k, max_rows // len(xb)))
+        lse, rec_sum, kl = None, 0.0, None
+        for start in range(0, k, chunk):
+            log_w, log_px_z, kl = objectives.log_importance_weights(model, xb, min(chunk, k - start))
+            part = torch.logsumexp(log_w, dim=0)
+            lse = part if lse is None else torch.logaddexp(lse, part)
+            rec_sum = rec_sum - log_px_z * log_w.shape[0]
+        out["log_px"].append(lse - math.log(k))
+        out["rec"].append(rec_sum / k)
+        out["kl"].append(kl)
+    return {name: torch.cat(parts) for name, parts in out.items()}
+
+
+@torch.no_grad()
+def elbo_parts(model, x: torch.Tensor, batch_size: int = 1000) -> dict[str, float]:
+    """Mean per-example negative ELBO, reconstruction and KL with one z per example."""
+    rec, kl = [], []
+    for xb in x.split(batch_size):
+        r, k = objectives.negative_elbo(model, xb)
+        rec.append(r)
+        kl.append(k)
+    rec_m, kl_m = torch.cat(rec).mean().item(), torch.cat(kl).mean().item()
+    return {"nelbo": rec_m + kl_m, "rec": rec_m, "kl": kl_m}
+
+
+def bits_per_dim(nll_nats: float) -> float:
+    """NLL of data dequantized as (pixel + u) / 256, on the 0-255 scale, in bits per dimension."""
+    return (nll_nats + D * math.log(256)) / (D * LN2)
+
+
+def active_units(mu: torch.Tensor, threshold: float = 0.01) -> int:
+    """Units whose posterior mean varies over the data: Var_x(E_q[z_j | x]) > threshold (Burda et al. 2015)."""
+    return int((mu.var(dim=0) > threshold).sum())
+
+
+def mutual_information(mu: torch.Tensor, logvar: torch.Tensor) -> float:
+    """I(x; z) under q (Hoffman & Johnson 2016), estimated as in He et al. 2019:
+    E_x E_q(z|x)[log q(z|x)] - E_q(z)[log q(z)], with q(z) the mixture of the N posteriors given."""
+    n, d = mu.shape
+    neg_entropy = (-0.5 * d * math.log(2 * math.pi) - 0.5 * (1 + logvar).sum(-1)).mean()
+    z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)  # one z per x
+    var = logvar.exp()
+    dev = (z[:, None, :] - mu[None, :, :]).pow(2) / var[None]  # (z_i, x_j, d)
+    log_q_zi_xj = -0.5 * (dev.sum(-1) + d * math.log(2 * math.pi) + logvar.sum(-1)[None])
+    log_qz = torch.logsumexp(log_q_zi_xj, dim=1) - math.log(n)
+    return float(neg_entropy - log_qz.mean())
+
+
+@torch.no_grad()
+def latent_statistics(model, mu: torch.Tensor, logvar: torch.Tensor, n_generated: int = 100) -> dict[str, float]:
+    """The notebook's 'Latent Space Analysis' numbers."""
+    generated = model.sample(n_generated)
+    return {
+        "mu_mean": mu.mean().item(), "mu_std": mu.std().item(),
+        "logvar_mean": logvar.mean().item(), "logvar_std": logvar.std().item(),
+        "generated_mean": generated.mean().item(), "generated_std": generated.std().item(),
+        "generated_min": generated.min().item(), "generated_max": generated.max().item(),
+    }
+
+
+def evaluate(model, x_test: torch.Tensor, x_train_slice: torch.Tensor, p, likelihood: str, data_mode: str) -> dict:
+    """Everything evaluate writes to metrics/eval.json."""
+    iw = importance_sampled(model, x_test, p.iw_samples, p.batch_size)
+    log_px = iw["log_px"]
+    n = len(log_px)
+    test = {
+        "nelbo": (iw["rec"] + iw["kl"]).mean().item(),
+        "rec": iw["rec"].mean().item(),
+        "kl": iw["kl"].mean().item(),
+        "iw_nll": -log_px.mean().item(),
+        "iw_nll_se": (log_px.std() / math.sqrt(n)).item() if n > 1 else 0.0,
+    }
+    # a normalised density over the data's space: continuous likelihoods on continuous data, or binary data
+    normalised = objectives.NORMALISED[likelihood] or data_mode == "binarize"
+    if data_mode == "uniform" and normalised:
+        test["bpd"] = bits_per_dim(test["iw_nll"])
+        test["bpd_elbo"] = bits_per_dim(test["nelbo"])
+    mu, logvar = encode_all(model, x_test)
+    kl_dims = objectives.kl_per_dim(mu, logvar).mean(0)
+    mi_n = min(p.mi_examples, len(mu))
+    return {
+        "test": test,
+        "train_slice": elbo_parts(model, x_train_slice) if len(x_train_slice) else {},
+        "likelihood": {
+            "name": likelihood, "iw_samples": p.iw_samples, "n_test": n,
+            "normalised": normalised,
+            "note": "nats per example" if normalised else
+            "Bernoulli score on continuous pixels: not a normalised log-density, only comparable to itself",
+        },
+        "latent": latent_statistics(model, mu, logvar),
+        "posterior": {
+            "active_units": active_units(mu, p.active_unit_threshold),
+            "mutual_info": mutual_information(mu[:mi_n], logvar[:mi_n]),
+            "kl_per_dim": [round(v, 5) for v in kl_dims.tolist()],
+        },
+    }

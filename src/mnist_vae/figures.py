@@ -1,0 +1,292 @@
+"""The notebook's figures, and a few more, from a trained VAE: pure functions that return a Figure.
+
+Every function takes the model (in eval mode), numpy or torch data and, where it draws anything at
+random, a ``torch.Generator``; it returns a ``matplotlib.figure.Figure`` and writes nothing. Only
+:func:`save` touches the disk. Figures are made with the Agg canvas directly, not through pyplot, so
+importing this module changes no global backend and no figure is ever registered with pyplot.
+
+Grids of digits are tiled into one array (:func:`tile`) and drawn with one ``imshow``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+SIDE = 28  # MNIST images are SIDE x SIDE
+PAD = 2  # pixels of white between tiled images
+GAP = 8  # pixels of white between the interpolation path and its original digits
+DPI = 100
+GRAY = matplotlib.colormaps["gray"].with_extremes(bad="white")  # NaN cells show as blank paper
+CURVES = (("total", "Total: negative ELBO"), ("rec", "Reconstruction: -log p(x|z)"), ("kl", "KL(q(z|x) || p(z))"))
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _tensor(x, model) -> torch.Tensor:
+    """Data as float32 rows of 784 pixels on the model's device."""
+    x = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x, dtype=torch.float32)
+    return x.reshape(len(x), -1).to(next(model.parameters()).device)
+
+
+def _images(model, z: torch.Tensor) -> torch.Tensor:
+    """Decoder means E[x|z] as (..., 784) CPU tensors in [0, 1]."""
+    return model.mean(model.decode(z)).cpu()
+
+
+def _check_count(name: str, n: int, minimum: int = 1) -> None:
+    if n < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {n}")
+
+
+def tile(images, pad: int = PAD, fill: float = 1.0) -> np.ndarray:
+    """(rows, cols, 784 or 28, 28) images -> one (rows*28 + (rows-1)*pad, cols*28 + (cols-1)*pad) array.
+
+    The pad between images is `fill` (white on the gray colormap); NaN images stay NaN (drawn blank).
+    """
+    images = np.asarray(images, dtype=np.float32)
+    rows, cols = images.shape[:2]
+    images = images.reshape(rows, cols, SIDE, SIDE)
+    step = SIDE + pad
+    out = np.full((rows * step - pad, cols * step - pad), fill, dtype=np.float32)
+    for i in range(rows):
+        for j in range(cols):
+            out[i * step:i * step + SIDE, j * step:j * step + SIDE] = images[i, j]
+    return out
+
+
+def _show(ax, canvas: np.ndarray, bare: bool = True, **kwargs):
+    """Draw a tiled canvas of images in [0, 1] on `ax`; `bare`: without frame or ticks."""
+    im = ax.imshow(canvas, cmap=GRAY, vmin=0.0, vmax=1.0, interpolation="antialiased", **kwargs)
+    if not bare:
+        return im
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    return im
+
+
+def _centres(count: int, offset: float = 0.0, pad: int = PAD) -> list[float]:
+    """Pixel coordinates of the centres of `count` tiled images starting at `offset`."""
+    return [offset + k * (SIDE + pad) + (SIDE - 1) / 2 for k in range(count)]
+
+
+# ---------------------------------------------------------------- figures
+
+
+@torch.no_grad()
+def samples_grid(model, n: int, generator: torch.Generator) -> Figure:
+    """n x n decoder means of z ~ N(0, I) (the notebook's generate_images_vae)."""
+    _check_count("n", n)
+    images = model.sample(n * n, generator).cpu().reshape(n, n, -1)
+    size = min(max(0.6 * n, 3.0), 10.0)
+    fig = _figure(size, size + 0.4)
+    ax = fig.add_subplot()
+    _show(ax, tile(images))
+    ax.set_title("Samples from the prior z ~ N(0, I)")
+    return fig
+
+
+def interpolate(z1: torch.Tensor, z2: torch.Tensor, steps: int) -> torch.Tensor:
+    """The straight path (1 - a) z1 + a z2 for a = 0, 1/(steps-1), ..., 1, as (..., steps, d).
+
+    The path starts at z1 and ends at z2 exactly.
+    """
+    _check_count("steps", steps, 2)
+    alpha = (torch.arange(steps, dtype=z1.dtype, device=z1.device) / (steps - 1)).unsqueeze(-1)
+    return (1 - alpha) * z1.unsqueeze(-2) + alpha * z2.unsqueeze(-2)
+
+
+@dataclass
+class Interpolations:
+    """What :func:`interpolations` draws; all CPU tensors of 784-pixel images."""
+
+    prior: torch.Tensor  # (ceil(rows/2), steps, 784): paths between two prior draws
+    data: torch.Tensor  # (rows - ceil(rows/2), steps, 784): paths between two test digits' encoder means
+    pairs: torch.Tensor  # (rows - ceil(rows/2), 2): the test digits' indices (start, end)
+    originals: torch.Tensor  # (rows - ceil(rows/2), 2, 784): those test digits
+
+
+@torch.no_grad()
+def interpolation_paths(model, x_test, rows: int, steps: int, generator: torch.Generator) -> Interpolations:
+    """Decoded latent paths: ceil(rows/2) between z1, z2 ~ N(0, I), the rest between mu(x_a) and mu(x_b).
+
+    Randomness, in order: z1 (n_prior x d), z2 (n_prior x d), then a permutation picking the test digits.
+    """
+    _check_count("rows", rows)
+    n_prior, n_data = math.ceil(rows / 2), rows - math.ceil(rows / 2)
+    device = next(model.parameters()).device
+    z1, z2 = (torch.randn(n_prior, model.latent_dim, generator=generator).to(device) for _ in range(2))
+    if n_data * 2 > len(x_test):
+        raise ValueError(f"{rows} interpolation rows need {2 * n_data} test digits, got {len(x_test)}")
+    pairs = torch.randperm(len(x_test), generator=generator)[:2 * n_data].reshape(n_data, 2)
+    x = _tensor(x_test[pairs.flatten().numpy()], model)
+    mu = model.encode(x)[0].reshape(n_data, 2, model.latent_dim)
+    return Interpolations(
+        prior=_images(model, interpolate(z1, z2, steps)),
+        data=_images(model, interpolate(mu[:, 0], mu[:, 1], steps)),
+        pairs=pairs,
+        originals=x.cpu().reshape(n_data, 2, x.shape[-1]),
+    )
+
+
+def interpolations(model, x_test, rows: int, steps: int, generator: torch.Generator) -> Figure:
+    """`rows` rows of `steps` decoded images along straight latent paths (see :func:`interpolation_paths`).
+
+    Test-digit rows show their two original digits in extra columns at the left and right ends.
+    """
+    paths = interpolation_paths(model, x_test, rows, steps, generator)
+    n_prior, n_data = len(paths.prior), len(paths.data)
+    path = tile(torch.cat([paths.prior, paths.data]))
+    fig = _figure(min(0.8 * (steps + 2) + 1.2, 16.0), 0.8 * rows + 1.0)
+    ax = fig.add_subplot()
+    if n_data:  # original digits on either side; blank (NaN) next to the prior rows
+        blank = torch.full((n_prior, 2, paths.originals.shape[-1]), float("nan"))
+        ends = torch.cat([blank, paths.originals])
+        gap = np.ones((path.shape[0], GAP), dtype=np.float32)
+        path = np.hstack([tile(ends[:, :1]), gap, path, gap, tile(ends[:, 1:])])
+    _show(ax, path)
+    offset = SIDE + GAP if n_data else 0
+    top = ax.secondary_xaxis("top")
+    top.set_xticks(_centres(steps, offset), [f"α={a:.2f}" for a in np.linspace(0, 1, steps)], fontsize=8)
+    top.tick_params(length=0)
+    for spine in top.spines.values():
+        spine.set_visible(False)
+    if n_data:
+        ax.set_xticks([(SIDE - 1) / 2, path.shape[1] - (SIDE + 1) / 2], ["original", "original"], fontsize=8)
+        ax.tick_params(axis="x", length=0)
+    ax.set_yticks(_centres(rows), ["prior"] * n_prior + ["test digits"] * n_data, fontsize=9)
+    ax.tick_params(axis="y", length=0)
+    ax.set_title("Latent interpolation z₁ → z₂: between prior draws and between encoder means of test digits",
+                 fontsize=10)
+    return fig
+
+
+@torch.no_grad()
+def reconstructions(model, x_test, n: int) -> Figure:
+    """The first n test digits above their reconstructions, decoded from the encoder mean."""
+    _check_count("n", n)
+    x = _tensor(x_test[:n], model)
+    recon = _images(model, model.encode(x)[0])
+    fig = _figure(min(max(0.8 * n + 1.2, 4.0), 16.0), 2.2)
+    ax = fig.add_subplot()
+    _show(ax, tile(torch.stack([x.cpu(), recon])))
+    ax.set_yticks(_centres(2), ["original", "reconstruction"], fontsize=9)
+    ax.tick_params(axis="y", length=0)
+    ax.set_title("Test digits and their reconstructions E[x | z = μ(x)]", fontsize=10)
+    return fig
+
+
+def training_curves(history: list[dict]) -> Figure:
+    """Train and test negative ELBO, reconstruction and KL terms per epoch (nats per example)."""
+    epochs = [row["epoch"] for row in history]
+    marker = "o" if len(history) <= 30 else None
+    fig = _figure(13.0, 3.8)
+    for k, (key, title) in enumerate(CURVES):
+        ax = fig.add_subplot(1, 3, k + 1)
+        for split in ("train", "test"):
+            ax.plot(epochs, [row[f"{split}_{key}"] for row in history], marker=marker, markersize=3, label=split)
+        ax.set(title=title, xlabel="epoch", ylabel="nats per example")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle("Training curves")
+    return fig
+
+
+@torch.no_grad()
+def reparameterization(model, x_test, generator: torch.Generator, n: int = 1000) -> Figure:
+    """The notebook's histograms of the reparameterization trick, from the trained encoder on n test digits.
+
+    Randomness, in order: the prior samples (as many as mu has entries), then eps.
+    """
+    _check_count("n", n)
+    mu, logvar = (t.cpu() for t in model.encode(_tensor(x_test[:n], model)))
+    prior = torch.randn(mu.numel(), generator=generator)
+    sigma = torch.exp(0.5 * logvar)
+    z = mu + sigma * torch.randn(mu.shape, generator=generator)
+    panels = [(prior, "blue", "Prior p(z) ~ N(0,1)", "z"), (mu, "orange", "Encoder Mean μ", "μ"),
+              (sigma, "green", "Encoder Std σ", "σ"), (z, "red", "Samples z = μ + σε", "z")]
+    fig = _figure(15.0, 4.0)
+    for k, (values, color, title, xlabel) in enumerate(panels):
+        ax = fig.add_subplot(1, 4, k + 1)
+        ax.hist(values.flatten().numpy(), bins=50, alpha=0.7, color=color)
+        ax.set(title=title, xlabel=xlabel, ylabel="Frequency")
+    fig.suptitle(f"Reparameterization on {len(mu)} test digits (all {mu.shape[1]} latent dimensions pooled)")
+    return fig
+
+
+def _project(mu: np.ndarray) -> tuple[np.ndarray, str, str]:
+    """2-D coordinates of the encoder means, and their axis labels: the latent itself when it is 2-D,
+    else its first two principal components (signs fixed so the largest loading is positive)."""
+    if mu.shape[1] == 2:
+        return mu, "z1", "z2"
+    if mu.shape[1] == 1:
+        return np.hstack([mu, np.zeros_like(mu)]), "z1", "(1-D latent)"
+    centred = mu - mu.mean(0)
+    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    vt = vt[:2] * np.sign(vt[:2][np.arange(2), np.abs(vt[:2]).argmax(1)])[:, None]
+    share = s**2 / max((s**2).sum(), 1e-300)
+    return centred @ vt.T, f"PC 1 ({share[0]:.0%} var)", f"PC 2 ({share[1]:.0%} var)"
+
+
+@torch.no_grad()
+def latent_space(model, x_test, y_test, n_points: int) -> Figure:
+    """Encoder means of the first n_points test digits, coloured by label (PCA when latent_dim != 2)."""
+    _check_count("n_points", n_points)
+    mu = model.encode(_tensor(x_test[:n_points], model))[0].cpu().double().numpy()
+    xy, xlabel, ylabel = _project(mu)
+    fig = _figure(7.0, 6.0)
+    ax = fig.add_subplot()
+    points = ax.scatter(xy[:, 0], xy[:, 1], c=np.asarray(y_test)[:n_points], cmap="tab10", vmin=-0.5, vmax=9.5,
+                        s=4, alpha=0.7, linewidths=0)
+    fig.colorbar(points, ax=ax, ticks=range(10), label="digit")
+    how = "" if mu.shape[1] <= 2 else f", first two principal components of the {mu.shape[1]}-D latent"
+    ax.set(title=f"Encoder means μ(x) of {len(mu)} test digits{how}", xlabel=xlabel, ylabel=ylabel)
+    ax.title.set_fontsize(10)
+    return fig
+
+
+@torch.no_grad()
+def manifold(model, grid: int, span: float = 3.0) -> Figure:
+    """Decoder means over a grid x grid lattice of z filling [-span, span]^2 (cell centres), for a 2-D latent.
+
+    z1 grows to the right and z2 upwards; the axes are in latent units.
+    """
+    if model.latent_dim != 2:
+        raise ValueError(f"the manifold figure needs latent_dim 2, this model has {model.latent_dim}")
+    _check_count("grid", grid)
+    ticks = span * ((2 * torch.arange(grid) + 1) / grid - 1)  # cell centres of a uniform partition
+    z2, z1 = torch.meshgrid(ticks.flip(0), ticks, indexing="ij")  # top row: largest z2
+    z = torch.stack([z1, z2], -1).to(next(model.parameters()).device)
+    fig = _figure(6.4, 6.6)
+    ax = fig.add_subplot()
+    _show(ax, tile(_images(model, z), pad=0), bare=False, extent=(-span, span, -span, span))
+    ax.locator_params(nbins=7)
+    ax.set(title=f"Decoded z on a uniform {grid}×{grid} grid over [-{span:g}, {span:g}]²", xlabel="z1", ylabel="z2")
+    return fig
+
+
+def save(fig: Figure, path: str | os.PathLike) -> None:
+    """Write `fig` as a PNG at DPI dots per inch, making parent folders.
+
+    The figures here are not registered with pyplot, so there is nothing global to close: a figure is
+    freed once the caller drops it (and can still be logged elsewhere after saving)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=DPI)
