@@ -1,0 +1,81 @@
+"""The VAE's shapes, the reparameterization trick, sampling and the checkpoint format."""
+
+import pytest
+import torch
+
+from mnist_vae.errors import UserError
+from mnist_vae.model import VAE, load_checkpoint, save_checkpoint
+from mnist_vae.params import ModelParams
+
+
+@pytest.mark.parametrize("config", [
+    ModelParams(),
+    ModelParams(hidden_dims=[200, 200], activation="tanh", latent_dim=50),
+    ModelParams(architecture="conv", hidden_dims=[64], conv_channels=[8, 16], latent_dim=3),
+])
+def test_shapes(config):
+    torch.manual_seed(0)
+    model = VAE(config)
+    x = torch.rand(5, 784)
+    mu, logvar = model.encode(x)
+    assert mu.shape == logvar.shape == (5, config.latent_dim)
+    logits, mu2, _ = model(x)
+    assert logits.shape == (5, 784)
+    torch.testing.assert_close(mu, mu2)
+    images = model.sample(7)
+    assert images.shape == (7, 784) and images.min() >= 0 and images.max() <= 1
+    assert torch.isfinite(model.log_px(x, logits)).all() and model.log_px(x, logits).shape == (5,)
+
+
+def test_reference_architecture_matches_the_notebook():
+    model = VAE(ModelParams())
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    shapes = [(m.in_features, m.out_features) for m in linears]
+    # encoder 784-400-400, one head for (mu, log sigma^2), decoder 20-400-400-784
+    assert shapes == [(784, 400), (400, 400), (20, 400), (400, 400), (400, 784), (400, 40)]
+    # the notebook's two heads (2 x (400*20 + 20)) hold as many parameters as our one
+    notebook = (784 * 400 + 400) + (400 * 400 + 400) + 2 * (400 * 20 + 20) \
+        + (20 * 400 + 400) + (400 * 400 + 400) + (400 * 784 + 784)
+    assert sum(p.numel() for p in model.parameters()) == notebook == 973_624
+
+
+def test_reparameterize_is_differentiable_and_has_the_right_moments():
+    torch.manual_seed(0)
+    mu = torch.full((200_000, 1), 1.5, requires_grad=True)
+    logvar = torch.full((200_000, 1), 2 * torch.log(torch.tensor(0.5)).item(), requires_grad=True)
+    z = VAE.reparameterize(mu, logvar)
+    assert z.mean().item() == pytest.approx(1.5, abs=0.01)
+    assert z.std().item() == pytest.approx(0.5, abs=0.01)
+    z.sum().backward()
+    assert mu.grad is not None and logvar.grad is not None
+    torch.testing.assert_close(mu.grad, torch.ones_like(mu))
+
+
+def test_learned_gaussian_sigma_is_a_parameter():
+    model = VAE(ModelParams(likelihood="gaussian", gaussian_sigma="learned"))
+    assert any(p is model.log_sigma for p in model.parameters()) and model.log_sigma.shape == (784,)
+    assert not any(p is model.log_sigma for p in VAE(ModelParams(likelihood="gaussian")).parameters())
+
+
+def test_checkpoint_round_trip_with_weights_only(tmp_path):
+    torch.manual_seed(0)
+    config = ModelParams(hidden_dims=[64, 32], latent_dim=4, likelihood="gaussian", gaussian_sigma="learned")
+    model = VAE(config).eval()
+    path = tmp_path / "vae.pt"
+    save_checkpoint(path, model)
+    raw = torch.load(path, weights_only=True)
+    assert raw["config"]["latent_dim"] == 4 and "fc_mu_logvar.weight" in raw["state_dict"]
+    loaded = load_checkpoint(path)
+    x = torch.rand(3, 784)
+    torch.testing.assert_close(loaded.encode(x), model.encode(x))
+    torch.testing.assert_close(loaded.log_sigma, model.log_sigma)
+
+
+def test_bad_checkpoints_are_one_line_errors(tmp_path):
+    with pytest.raises(UserError, match="missing"):
+        load_checkpoint(tmp_path / "nope.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="not a readable checkpoint") as err:
+        load_checkpoint(bad)
+    assert "\n" not in str(err.value)
