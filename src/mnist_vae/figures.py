@@ -10,6 +10,7 @@ Grids of digits are tiled into one array (:func:`tile`) and drawn with one ``ims
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from dataclasses import dataclass
@@ -17,9 +18,11 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
+import PIL.Image
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 SIDE = 28  # MNIST images are SIDE x SIDE
 PAD = 2  # pixels of white between tiled images
@@ -38,10 +41,23 @@ def _figure(width: float, height: float) -> Figure:
     return fig
 
 
+def _grid_figure(canvas: np.ndarray, extra_w: float, extra_h: float, min_w: float,
+                 max_w: float = 16.0, max_h: float = 10.0):
+    """A figure and axes sized for `canvas` (about 2 screen pixels per image pixel, smaller for big grids),
+    plus `extra_w` x `extra_h` inches for labels and title, at least `min_w` inches wide (for the title);
+    the canvas is drawn on the axes."""
+    h, w = canvas.shape
+    inch = min(2.0 / DPI, (max_w - extra_w) / w, (max_h - extra_h) / h)
+    fig = _figure(max(w * inch + extra_w, min_w), h * inch + extra_h)
+    ax = fig.add_subplot()
+    _show(ax, canvas)
+    return fig, ax
+
+
 def _tensor(x, model) -> torch.Tensor:
     """Data as float32 rows of 784 pixels on the model's device."""
     x = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x, dtype=torch.float32)
-    return x.reshape(len(x), -1).to(next(model.parameters()).device)
+    return x.reshape(len(x), SIDE * SIDE).to(next(model.parameters()).device)
 
 
 def _images(model, z: torch.Tensor) -> torch.Tensor:
@@ -95,10 +111,7 @@ def samples_grid(model, n: int, generator: torch.Generator) -> Figure:
     """n x n decoder means of z ~ N(0, I) (the notebook's generate_images_vae)."""
     _check_count("n", n)
     images = model.sample(n * n, generator).cpu().reshape(n, n, -1)
-    size = min(max(0.6 * n, 3.0), 10.0)
-    fig = _figure(size, size + 0.4)
-    ax = fig.add_subplot()
-    _show(ax, tile(images))
+    fig, ax = _grid_figure(tile(images), 0.3, 0.6, min_w=3.6, max_w=10.0)
     ax.set_title("Samples from the prior z ~ N(0, I)")
     return fig
 
@@ -154,14 +167,12 @@ def interpolations(model, x_test, rows: int, steps: int, generator: torch.Genera
     paths = interpolation_paths(model, x_test, rows, steps, generator)
     n_prior, n_data = len(paths.prior), len(paths.data)
     path = tile(torch.cat([paths.prior, paths.data]))
-    fig = _figure(min(0.8 * (steps + 2) + 1.2, 16.0), 0.8 * rows + 1.0)
-    ax = fig.add_subplot()
     if n_data:  # original digits on either side; blank (NaN) next to the prior rows
         blank = torch.full((n_prior, 2, paths.originals.shape[-1]), float("nan"))
         ends = torch.cat([blank, paths.originals])
         gap = np.ones((path.shape[0], GAP), dtype=np.float32)
         path = np.hstack([tile(ends[:, :1]), gap, path, gap, tile(ends[:, 1:])])
-    _show(ax, path)
+    fig, ax = _grid_figure(path, 1.2, 1.0, min_w=4.5)
     offset = SIDE + GAP if n_data else 0
     top = ax.secondary_xaxis("top")
     top.set_xticks(_centres(steps, offset), [f"α={a:.2f}" for a in np.linspace(0, 1, steps)], fontsize=8)
@@ -173,8 +184,7 @@ def interpolations(model, x_test, rows: int, steps: int, generator: torch.Genera
         ax.tick_params(axis="x", length=0)
     ax.set_yticks(_centres(rows), ["prior"] * n_prior + ["test digits"] * n_data, fontsize=9)
     ax.tick_params(axis="y", length=0)
-    ax.set_title("Latent interpolation z₁ → z₂: between prior draws and between encoder means of test digits",
-                 fontsize=10)
+    ax.set_title("Linear interpolation z₁ → z₂ in latent space", fontsize=10)
     return fig
 
 
@@ -184,9 +194,7 @@ def reconstructions(model, x_test, n: int) -> Figure:
     _check_count("n", n)
     x = _tensor(x_test[:n], model)
     recon = _images(model, model.encode(x)[0])
-    fig = _figure(min(max(0.8 * n + 1.2, 4.0), 16.0), 2.2)
-    ax = fig.add_subplot()
-    _show(ax, tile(torch.stack([x.cpu(), recon])))
+    fig, ax = _grid_figure(tile(torch.stack([x.cpu(), recon])), 1.3, 0.7, min_w=4.8)
     ax.set_yticks(_centres(2), ["original", "reconstruction"], fontsize=9)
     ax.tick_params(axis="y", length=0)
     ax.set_title("Test digits and their reconstructions E[x | z = μ(x)]", fontsize=10)
@@ -194,15 +202,20 @@ def reconstructions(model, x_test, n: int) -> Figure:
 
 
 def training_curves(history: list[dict]) -> Figure:
-    """Train and test negative ELBO, reconstruction and KL terms per epoch (nats per example)."""
-    epochs = [row["epoch"] for row in history]
+    """Train and test negative ELBO, reconstruction and KL terms per epoch (nats per example).
+
+    `history` rows are training.train's; numeric strings (rows of csv.DictReader) work too.
+    """
+    epochs = [float(row["epoch"]) for row in history]
     marker = "o" if len(history) <= 30 else None
     fig = _figure(13.0, 3.8)
     for k, (key, title) in enumerate(CURVES):
         ax = fig.add_subplot(1, 3, k + 1)
         for split in ("train", "test"):
-            ax.plot(epochs, [row[f"{split}_{key}"] for row in history], marker=marker, markersize=3, label=split)
+            values = [float(row[f"{split}_{key}"]) for row in history]
+            ax.plot(epochs, values, marker=marker, markersize=3, label=split)
         ax.set(title=title, xlabel="epoch", ylabel="nats per example")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle("Training curves")
@@ -278,15 +291,27 @@ def manifold(model, grid: int, span: float = 3.0) -> Figure:
     ax = fig.add_subplot()
     _show(ax, tile(_images(model, z), pad=0), bare=False, extent=(-span, span, -span, span))
     ax.locator_params(nbins=7)
-    ax.set(title=f"Decoded z on a uniform {grid}×{grid} grid over [-{span:g}, {span:g}]²", xlabel="z1", ylabel="z2")
+    ax.set(xlabel="z1", ylabel="z2")
+    ax.set_title(f"Decoder means E[x|z], z on a uniform {grid}×{grid} grid over [-{span:g}, {span:g}]²", fontsize=11)
     return fig
 
 
 def save(fig: Figure, path: str | os.PathLike) -> None:
-    """Write `fig` as a PNG at DPI dots per inch, making parent folders.
+    """Write `fig` as a PNG at DPI dots per inch (grayscale when it has no colour), making parent folders.
 
-    The figures here are not registered with pyplot, so there is nothing global to close: a figure is
-    freed once the caller drops it (and can still be logged elsewhere after saving)."""
+    A figure made through pyplot is closed. The figures made here are not registered with pyplot, so
+    they need no closing: one is freed when the caller drops it (and can still be logged after saving).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=DPI)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI)
+    image = PIL.Image.open(buffer).convert("RGB")  # the figures have an opaque background
+    rgb = np.asarray(image)
+    if (rgb == rgb[..., :1]).all():  # digit grids: a grayscale PNG is about half the size
+        image = image.convert("L")
+    image.save(path, format="png")
+    if fig.canvas.manager is not None:  # a pyplot figure (so pyplot is already imported)
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
