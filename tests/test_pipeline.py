@@ -215,3 +215,65 @@ def test_bad_params_and_corrupt_data_stop_with_one_line(repo):
         assert len(lines) == 1 and "corrupt or truncated" in lines[0] and "dvc repro" in lines[0]
     finally:
         train.write_bytes(good)
+
+
+def test_queued_experiments_land_in_the_same_store(repo):
+    before = {r for r, _ in mlflow_runs(repo)}
+    sh("git", "add", "-A", cwd=repo)
+    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline", "--allow-empty", cwd=repo)
+    sh("dvc", "exp", "run", "--queue", "-S", "train.epochs=1", "--name", "queued-one", cwd=repo)
+    sh("dvc", "exp", "run", "--run-all", cwd=repo, timeout=900)
+    new = [r for r, _ in mlflow_runs(repo) if r not in before]
+    assert len(new) == 1, "the queued experiment's run is not in the repository's store"
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+    run = mlflow.get_run(new[0])
+    assert run.info.status == "FINISHED" and run.data.tags.get("dvc_exp_name") == "queued-one"
+    assert "eval.test.iw_nll" in run.data.metrics  # evaluate, run in DVC's temporary copy, found the run too
+    artifacts = mlflow.MlflowClient().list_artifacts(new[0], "figures")
+    assert artifacts and (repo / "mlartifacts").is_dir()  # artifacts beside the store, not in the deleted copy
+    shown = json.loads(sh("dvc", "exp", "show", "--json", cwd=repo).stdout)
+    assert "queued-one" in json.dumps(shown)
+
+
+def test_the_mlflow_ui_serves_runs_and_figures(repo):
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "MLFLOW_UI_PORT": str(port)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    # the Makefile's `ui` target, without its set-up prerequisite (this test already runs inside the venv)
+    ui = subprocess.Popen([str(BIN / "mlflow"), "ui", "--host", "127.0.0.1", "--port", str(port),
+                           "--backend-store-uri", f"sqlite:///{repo / 'mlflow.db'}"],
+                          cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/health", timeout=2)
+                break
+            except OSError:
+                if time.time() > deadline or ui.poll() is not None:
+                    pytest.fail("the MLflow UI did not start")
+                time.sleep(0.5)
+        req = urllib.request.Request(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=pipeline-test")
+        exp_id = json.load(urllib.request.urlopen(req))["experiment"]["experiment_id"]
+        body = json.dumps({"experiment_ids": [exp_id], "max_results": 100}).encode()
+        req = urllib.request.Request(f"{base}/api/2.0/mlflow/runs/search", data=body,
+                                     headers={"Content-Type": "application/json"})
+        runs = json.load(urllib.request.urlopen(req))["runs"]
+        latent = {p["value"] for r in runs for p in r["data"]["params"] if p["key"] == "model.latent_dim"}
+        assert {"2", "20"} <= latent  # the two runs a user compares side by side
+        finished = [r for r in runs if r["info"]["status"] == "FINISHED"]
+        run_id = finished[0]["info"]["run_id"]
+        png = urllib.request.urlopen(f"{base}/get-artifact?path=figures/samples.png&run_uuid={run_id}").read()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(timeout=30)

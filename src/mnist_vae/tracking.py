@@ -40,17 +40,17 @@ def _mlflow():
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no network here, and none wanted
     import mlflow  # imported here: it costs a couple of seconds, and only tracking needs it
 
-    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.set_tracking_uri(tracking_uri())  # note: this also sets MLFLOW_TRACKING_URI in os.environ
     return mlflow
 
 
-def _experiment_id(mlflow, name: str) -> str:
+def _experiment_id(mlflow, name: str, embedded: bool) -> str:
     exp = mlflow.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
-    location = None
-    if "MLFLOW_TRACKING_URI" not in os.environ:  # keep artifacts beside the embedded store, not in a temp copy
-        location = (repo_root() / "mlartifacts").as_uri()
+    # keep artifacts beside the embedded store (not in the working directory, which for a queued
+    # experiment is a temporary copy); a tracking server chooses its own artifact store
+    location = (repo_root() / "mlartifacts").as_uri() if embedded else None
     return mlflow.create_experiment(name, artifact_location=location)
 
 
@@ -77,11 +77,12 @@ def _raise_on_sigterm() -> None:
 def training_run(experiment: str, run_file: Path, params: dict[str, Any], tags: dict[str, str]) -> Iterator[Any]:
     """Start a run, log params and tags, and write its id to run_file. Ends FAILED on any exception
     (an interrupt or SIGTERM included), so no run is left RUNNING."""
+    embedded = not os.environ.get("MLFLOW_TRACKING_URI")
     mlflow = _mlflow()
     _raise_on_sigterm()
     exp_name = os.environ.get("DVC_EXP_NAME")
-    run_name = exp_name or None
-    with mlflow.start_run(experiment_id=_experiment_id(mlflow, experiment), run_name=run_name) as run:
+    experiment_id = _experiment_id(mlflow, experiment, embedded)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=exp_name or None) as run:
         mlflow.log_params(params)
         mlflow.set_tags({**tags, **git_state(), **({"dvc_exp_name": exp_name} if exp_name else {})})
         save_json(run_file, {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id,
