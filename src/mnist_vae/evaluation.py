@@ -21,7 +21,7 @@ def encode_all(model, x: torch.Tensor, batch_size: int = 1000) -> tuple[torch.Te
 
 @torch.no_grad()
 def importance_sampled(model, x: torch.Tensor, k: int, batch_size: int = 500,
-                       max_rows: int = 25_000) -> dict[str, torch.Tensor]:
+                       max_rows: int = 8192) -> dict[str, torch.Tensor]:
     """Per example: the IWAE estimate of log p(x) with K samples, and the K-sample ELBO parts.
 
     Samples are drawn in chunks of at most `max_rows` decoder rows; the chunks' log-weights are

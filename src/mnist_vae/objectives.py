@@ -34,7 +34,10 @@ def kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 
 
 def bernoulli_log_prob(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+    """sum_i x_i log l_i + (1 - x_i) log(1 - l_i) = sum_i x_i logits_i - softplus(logits_i), l = sigmoid(logits).
+
+    Written this way x broadcasts (one x against K decoded samples) and no 1 - x is materialised."""
+    return (x * logits).sum(-1) - F.softplus(logits).sum(-1)
 
 
 def cb_log_norm(logits: torch.Tensor) -> torch.Tensor:
@@ -100,8 +103,8 @@ def log_importance_weights(model, x: torch.Tensor, k: int) -> tuple[torch.Tensor
     std = torch.exp(0.5 * logvar)
     eps = torch.randn((k, *mu.shape), device=mu.device, dtype=mu.dtype)
     z = mu + eps * std
-    logits = model.decode(z.reshape(-1, mu.shape[-1]))
-    log_px = model.log_px(x.repeat(k, 1), logits).view(k, -1)
+    logits = model.decode(z.reshape(-1, mu.shape[-1])).view(k, *x.shape)
+    log_px = model.log_px(x, logits)  # x broadcasts over the K samples
     # log p(z) - log q(z|x): the 2 pi terms cancel; z - mu = eps * std
     log_pz_minus_qz = (-0.5 * z.pow(2) + 0.5 * eps.pow(2) + 0.5 * logvar).sum(-1)
     return log_px + log_pz_minus_qz, log_px.mean(0), kl_divergence(mu, logvar)

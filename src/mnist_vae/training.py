@@ -69,40 +69,51 @@ class Data:
     p_train: Optional[torch.Tensor] = None
 
 
+def train_epoch(model, optimizer, x: torch.Tensor, order: torch.Tensor, p: TrainParams, step: int,
+                steps_per_epoch: int, desc: str = "") -> tuple[torch.Tensor, int]:
+    """One pass over x in the given order. Returns the sums over examples of (-ELBO, rec, KL), kept on
+    the device (no per-step host sync), and the global step count."""
+    model.train()
+    sums = torch.zeros(3, device=x.device)
+    seen = 0
+    bar = tqdm(order.split(p.batch_size), desc=desc, leave=False, disable=None)
+    for i, idx in enumerate(bar):
+        xb = x[idx]
+        weight = kl_weight(step, steps_per_epoch, p)
+        with autocast(x.device, p.precision):
+            rec, kl = loss_terms(model, xb, p)
+            loss = rec.sum() + weight * kl.sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        sums += torch.stack([rec.sum() + kl.sum(), rec.sum(), kl.sum()]).detach()
+        seen += len(idx)
+        step += 1
+        if i % 50 == 0 and not bar.disable:  # the only host sync in the loop, for the progress bar
+            total, rec_m, kl_m = (sums / seen).tolist()
+            bar.set_postfix(total=f"{total:.1f}", rec=f"{rec_m:.1f}", kl=f"{kl_m:.2f}")
+    return sums, step
+
+
+def make_optimizer(model, p: TrainParams) -> torch.optim.Optimizer:
+    return torch.optim.Adam(model.parameters(), lr=p.lr, fused=True)
+
+
 def train(model, data: Data, p: TrainParams, seed: int, device: torch.device,
           on_epoch: Callable[[dict], None] = lambda row: None) -> list[dict]:
     """Train in place and return the per-epoch history rows (mean per-example figures, nats)."""
     torch.manual_seed(seed)
     shuffle = torch.Generator(device="cpu").manual_seed(seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=p.lr, fused=True)
+    optimizer = make_optimizer(model, p)
     n = len(data.x_train)
     steps_per_epoch = -(-n // p.batch_size)
     history, step = [], 0
     for epoch in range(1, p.epochs + 1):
         start = time.perf_counter()
-        model.train()
-        x_epoch = data.x_train
-        if p.dynamic_binarization:
-            x_epoch = torch.bernoulli(data.p_train)
+        x_epoch = torch.bernoulli(data.p_train) if p.dynamic_binarization else data.x_train
         order = torch.randperm(n, generator=shuffle).to(device)
-        sums = torch.zeros(3, device=device)  # loss, rec, kl summed over examples seen
-        seen = 0
-        bar = tqdm(order.split(p.batch_size), desc=f"epoch {epoch}/{p.epochs}", leave=False, disable=None)
-        for i, idx in enumerate(bar):
-            xb = x_epoch[idx]
-            weight = kl_weight(step, steps_per_epoch, p)
-            with autocast(device, p.precision):
-                rec, kl = loss_terms(model, xb, p)
-                loss = rec.sum() + weight * kl.sum()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            sums += torch.stack([rec.sum() + kl.sum(), rec.sum(), kl.sum()]).detach()
-            seen += len(idx)
-            step += 1
-            if i % 50 == 0 and not bar.disable:  # the only host sync in the loop, for the progress bar
-                total, rec_m, kl_m = (sums / seen).tolist()
-                bar.set_postfix(total=f"{total:.1f}", rec=f"{rec_m:.1f}", kl=f"{kl_m:.2f}")
+        sums, step = train_epoch(model, optimizer, x_epoch, order, p, step, steps_per_epoch,
+                                 desc=f"epoch {epoch}/{p.epochs}")
         train_total, train_rec, train_kl = (sums / n).tolist()
         test = evaluate_elbo(model, data.x_test)
         row = {
