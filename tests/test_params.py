@@ -252,3 +252,10 @@ def test_stage_stops_on_bad_params_and_writes_nothing(tmp_path, repo_root):
     assert proc.stdout == ""
     assert not (tmp_path / "data").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_iwae_is_the_plain_bound(tmp_path):
+    with pytest.raises(UserError, match="plain IWAE bound"):
+        load_params(write_params(tmp_path, "train:\n  objective: iwae\n  iw_samples: 5\n  beta: 4.0\n"))
+    with pytest.raises(UserError, match="plain IWAE bound"):
+        load_params(write_params(tmp_path, "train:\n  objective: iwae\n  iw_samples: 5\n  kl_warmup_epochs: 3\n"))

@@ -92,9 +92,11 @@ class TrainParams(Section):
     threads: Count = 0
 
     @model_validator(mode="after")
-    def _iwae_needs_samples(self):
+    def _objective_settings(self):
         if self.objective == "elbo" and self.iw_samples != 1:
             raise ValueError("train.iw_samples must be 1 when train.objective is 'elbo' (use 'iwae' for K > 1)")
+        if self.objective == "iwae" and (self.beta != 1 or self.kl_warmup_epochs):
+            raise ValueError("train.objective 'iwae' is the plain IWAE bound: set train.beta 1 and kl_warmup_epochs 0")
         return self
 
 
