@@ -25,7 +25,7 @@ def main(params):
     x_train = torch.from_numpy(load_npz(TRAIN, ("x",), "dequantize")["x"][: p.train_slice])
     if p.max_examples:
         x_test = x_test[: p.max_examples]
-    with resume_run(RUN, {k: v for k, v in flatten(params).items() if k.startswith("evaluate.")}) as mlflow:
+    with resume_run(RUN, flatten(params, ("evaluate",))) as mlflow:
         torch.manual_seed(params.seed)
         start = time.perf_counter()
         metrics = evaluation.evaluate(model, x_test.to(device), x_train.to(device), p,

@@ -9,6 +9,7 @@ import torch
 
 from mnist_vae import figures
 from mnist_vae.cli import run_stage
+from mnist_vae.errors import UserError
 from mnist_vae.io import load_npz
 from mnist_vae.model import load_checkpoint
 from mnist_vae.params import flatten
@@ -19,28 +20,14 @@ MODEL, RUN, OUT = Path("models/vae.pt"), Path("models/mlflow_run.json"), Path("r
 
 
 def main(params):
-    p = params.render
     model = load_checkpoint(MODEL)
     test = load_npz(TEST, ("x", "y"), "dequantize")
-    x, y = torch.from_numpy(test["x"]), test["y"]
-    gen = lambda: torch.Generator().manual_seed(params.seed)  # noqa: E731  each figure its own stream
-    wanted = {
-        "samples": p.samples_grid and (lambda: figures.samples_grid(model, p.samples_grid, gen())),
-        "interpolation": p.interpolation_rows and (
-            lambda: figures.interpolations(model, x, p.interpolation_rows, p.interpolation_steps, gen())),
-        "reconstructions": p.reconstructions and (lambda: figures.reconstructions(model, x, p.reconstructions)),
-        "training_curves": p.curves and (lambda: figures.training_curves(_history())),
-        "reparameterization": p.histograms and (lambda: figures.reparameterization(model, x, gen())),
-        "latent_space": p.latent_points and (lambda: figures.latent_space(model, x, y, p.latent_points)),
-        "manifold": p.manifold_grid and model.latent_dim == 2 and (lambda: figures.manifold(model, p.manifold_grid)),
-    }
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".figures.", dir=OUT.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=".figures.", dir=OUT.parent))  # renamed over OUT when complete
     try:
-        with resume_run(RUN, {k: v for k, v in flatten(params).items() if k.startswith("render.")}) as mlflow:
-            for name, make in wanted.items():
-                if make:
-                    figures.save(make(), tmp / f"{name}.png")
+        with resume_run(RUN, flatten(params, ("render",))) as mlflow:
+            for name, fig in wanted(params.render, model, torch.from_numpy(test["x"]), test["y"], params.seed):
+                figures.save(fig, tmp / f"{name}.png")
             shutil.rmtree(OUT, ignore_errors=True)
             tmp.rename(OUT)
             mlflow.log_artifacts(str(OUT), artifact_path="figures")
@@ -49,7 +36,30 @@ def main(params):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def wanted(p, model, x, y, seed):
+    """(name, figure) for each figure the render params ask for; each random figure has its own stream."""
+    def gen():
+        return torch.Generator().manual_seed(seed)
+
+    if p.samples_grid:
+        yield "samples", figures.samples_grid(model, p.samples_grid, gen())
+    if p.interpolation_rows:
+        yield "interpolation", figures.interpolations(model, x, p.interpolation_rows, p.interpolation_steps, gen())
+    if p.reconstructions:
+        yield "reconstructions", figures.reconstructions(model, x, p.reconstructions)
+    if p.curves:
+        yield "training_curves", figures.training_curves(_history())
+    if p.histograms:
+        yield "reparameterization", figures.reparameterization(model, x, gen())
+    if p.latent_points:
+        yield "latent_space", figures.latent_space(model, x, y, p.latent_points)
+    if p.manifold_grid and model.latent_dim == 2:
+        yield "manifold", figures.manifold(model, p.manifold_grid)
+
+
 def _history():
+    if not HISTORY.is_file():
+        raise UserError(f"{HISTORY} is missing; run `dvc repro train` to make it")
     with open(HISTORY, newline="") as f:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 

@@ -20,10 +20,6 @@ HISTORY, METRICS = Path("metrics/history.csv"), Path("metrics/train.json")
 
 def main(params):
     p = params.train
-    if p.dynamic_binarization and params.dequantize.mode != "binarize":
-        from mnist_vae.errors import UserError
-
-        raise UserError("train.dynamic_binarization needs dequantize.mode: binarize")
     if p.threads:
         torch.set_num_threads(p.threads)
     device = training.pick_device(p.device)
@@ -40,7 +36,9 @@ def main(params):
     tags = {"train_data_sha256": sha256_file(TRAIN), "torch_version": torch.__version__, "device": str(device),
             "n_parameters": str(sum(q.numel() for q in model.parameters()))}
     start = time.perf_counter()
-    with training_run(params.tracking.experiment, RUN, _model_params(params), tags) as mlflow:
+    # everything the trained model depends on (evaluate and render log their own sections)
+    logged = flatten(params, ("seed", "dequantize", "model", "train", "tracking"))
+    with training_run(params.tracking.experiment, RUN, logged, tags) as mlflow:
         history = training.train(
             model, data, p, params.seed, device,
             on_epoch=lambda row: mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"]),
@@ -55,11 +53,6 @@ def main(params):
         mlflow.log_artifact(str(HISTORY))
         if params.tracking.log_model:
             log_model(mlflow, model)
-
-
-def _model_params(params):
-    """Everything the trained model depends on (evaluate and render log their own sections)."""
-    return {k: v for k, v in flatten(params).items() if not k.startswith(("evaluate.", "render."))}
 
 
 def _write_history(history):

@@ -259,3 +259,10 @@ def test_iwae_is_the_plain_bound(tmp_path):
         load_params(write_params(tmp_path, "train:\n  objective: iwae\n  iw_samples: 5\n  beta: 4.0\n"))
     with pytest.raises(UserError, match="plain IWAE bound"):
         load_params(write_params(tmp_path, "train:\n  objective: iwae\n  iw_samples: 5\n  kl_warmup_epochs: 3\n"))
+
+
+def test_dynamic_binarization_needs_binarized_data(tmp_path):
+    with pytest.raises(UserError, match="dynamic_binarization needs dequantize.mode: binarize"):
+        load_params(write_params(tmp_path, "train:\n  dynamic_binarization: true\n"))
+    ok = "dequantize:\n  mode: binarize\ntrain:\n  dynamic_binarization: true\n"
+    assert load_params(write_params(tmp_path, ok)).train.dynamic_binarization

@@ -136,6 +136,12 @@ class Params(Section):
     render: RenderParams = Field(default_factory=RenderParams)
     tracking: TrackingParams = Field(default_factory=TrackingParams)
 
+    @model_validator(mode="after")
+    def _dynamic_binarization_needs_binary_data(self):
+        if self.train.dynamic_binarization and self.dequantize.mode != "binarize":
+            raise ValueError("train.dynamic_binarization needs dequantize.mode: binarize")
+        return self
+
 
 
 def _field_path(loc: tuple) -> tuple[list[str], Optional[type[BaseModel]]]:
@@ -191,8 +197,8 @@ def load_params(path: Union[str, os.PathLike] = "params.yaml") -> Params:
         raise UserError(f"{path}: {_describe(first)}") from None
 
 
-def flatten(params: Params) -> dict[str, Any]:
-    """params as {'train.lr': 0.001, ...}, as logged to MLflow."""
+def flatten(params: Params, sections: tuple[str, ...] = ()) -> dict[str, Any]:
+    """params as {'train.lr': 0.001, ...}, as logged to MLflow; only the given top-level keys if any."""
     out: dict[str, Any] = {}
 
     def walk(prefix: str, value: Any) -> None:
@@ -202,5 +208,5 @@ def flatten(params: Params) -> dict[str, Any]:
         else:
             out[prefix] = value
 
-    walk("", params.model_dump())
+    walk("", params.model_dump(include=set(sections) or None))
     return out

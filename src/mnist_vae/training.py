@@ -12,6 +12,7 @@ import torch
 from tqdm import tqdm
 
 from mnist_vae import objectives
+from mnist_vae.errors import UserError
 from mnist_vae.params import TrainParams
 
 
@@ -19,8 +20,6 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        from mnist_vae.errors import UserError
-
         raise UserError("train.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
     return torch.device(name)
 
