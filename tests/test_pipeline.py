@@ -19,6 +19,8 @@ import pytest
 import torch
 import yaml
 
+from mnist_vae.params import Params
+
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "mnist_small.npz"
 BIN = Path(sys.executable).parent
@@ -65,6 +67,9 @@ def repo(tmp_path_factory) -> Path:
         if (REPO / rel).is_file():
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / rel, root / rel)
+    # start from the schema's defaults (the notebook's set-up), not from whatever the developer's
+    # params.yaml holds right now (after `dvc exp run -S ...` it holds that experiment's values)
+    (root / "params.yaml").write_text(yaml.safe_dump(Params().model_dump(), sort_keys=False))
     set_params(
         root,
         data={"source": "file", "path": str(FIXTURE), "sha256": fixture_digests()},
