@@ -8,6 +8,7 @@ import math
 import torch
 
 from mnist_vae import objectives
+from mnist_vae.training import evaluate_elbo
 
 LN2 = math.log(2)
 D = 784
@@ -43,16 +44,10 @@ def importance_sampled(model, x: torch.Tensor, k: int, batch_size: int = 500,
     return {name: torch.cat(parts) for name, parts in out.items()}
 
 
-@torch.no_grad()
-def elbo_parts(model, x: torch.Tensor, batch_size: int = 1000) -> dict[str, float]:
-    """Mean per-example negative ELBO, reconstruction and KL with one z per example."""
-    rec, kl = [], []
-    for xb in x.split(batch_size):
-        r, k = objectives.negative_elbo(model, xb)
-        rec.append(r)
-        kl.append(k)
-    rec_m, kl_m = torch.cat(rec).mean().item(), torch.cat(kl).mean().item()
-    return {"nelbo": rec_m + kl_m, "rec": rec_m, "kl": kl_m}
+def elbo_parts(model, x: torch.Tensor) -> dict[str, float]:
+    """Mean per-example negative ELBO, reconstruction and KL with one z per example (as logged in training)."""
+    parts = evaluate_elbo(model, x)
+    return {"nelbo": parts["total"], "rec": parts["rec"], "kl": parts["kl"]}
 
 
 def bits_per_dim(nll_nats: float) -> float:
