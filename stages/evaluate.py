@@ -9,7 +9,7 @@ from mnist_vae import evaluation
 from mnist_vae.cli import run_stage
 from mnist_vae.io import load_npz, save_json
 from mnist_vae.model import load_checkpoint
-from mnist_vae.params import flatten
+from mnist_vae.params import flatten, flatten_tree
 from mnist_vae.training import pick_device
 from mnist_vae.tracking import resume_run
 
@@ -32,23 +32,13 @@ def main(params):
                                       model.config.likelihood, params.dequantize.mode)
         metrics["eval_time"] = time.perf_counter() - start
         save_json(OUT, metrics)
-        mlflow.log_metrics(_numeric("eval", metrics))
+        numbers = {k: v for k, v in flatten_tree(metrics, "eval").items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)}  # lists and notes stay in the file
+        mlflow.log_metrics(numbers)
         mlflow.log_artifact(str(OUT))
     t = metrics["test"]
     print(f"test: -ELBO {t['nelbo']:.2f}, IWAE(K={p.iw_samples}) NLL {t['iw_nll']:.2f} ± {t['iw_nll_se']:.2f} nats, "
           f"active units {metrics['posterior']['active_units']}/{model.latent_dim}, {metrics['eval_time']:.1f}s")
-
-
-def _numeric(prefix, tree):
-    """{'eval.test.nelbo': 94.1, ...} for the numbers in a nested dict (lists and strings skipped)."""
-    out = {}
-    for key, value in tree.items():
-        name = f"{prefix}.{key}"
-        if isinstance(value, dict):
-            out.update(_numeric(name, value))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            out[name] = value
-    return out
 
 
 if __name__ == "__main__":

@@ -197,16 +197,15 @@ def load_params(path: Union[str, os.PathLike] = "params.yaml") -> Params:
         raise UserError(f"{path}: {_describe(first)}") from None
 
 
+def flatten_tree(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}, the dotted keys MLflow shows."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        out.update(flatten_tree(value, name) if isinstance(value, dict) else {name: value})
+    return out
+
+
 def flatten(params: Params, sections: tuple[str, ...] = ()) -> dict[str, Any]:
     """params as {'train.lr': 0.001, ...}, as logged to MLflow; only the given top-level keys if any."""
-    out: dict[str, Any] = {}
-
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, dict):
-            for k, v in value.items():
-                walk(f"{prefix}.{k}" if prefix else k, v)
-        else:
-            out[prefix] = value
-
-    walk("", params.model_dump(include=set(sections) or None))
-    return out
+    return flatten_tree(params.model_dump(include=set(sections) or None))
