@@ -28,9 +28,9 @@ def main(params):
         with resume_run(RUN, flatten(params, ("render",))) as mlflow:
             for name, fig in wanted(params.render, model, torch.from_numpy(test["x"]), test["y"], params.seed):
                 figures.save(fig, tmp / f"{name}.png")
+            mlflow.log_artifacts(str(tmp), artifact_path="figures")
             shutil.rmtree(OUT, ignore_errors=True)
             tmp.rename(OUT)
-            mlflow.log_artifacts(str(OUT), artifact_path="figures")
         print(f"render: {len(list(OUT.glob('*.png')))} figures in {OUT}/")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

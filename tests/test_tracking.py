@@ -1,6 +1,10 @@
 """Where runs go, and how stages reopen them."""
 
 import json
+import multiprocessing
+import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -65,6 +69,60 @@ def test_unknown_run_id_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="is not in"):
         with tracking.resume_run(run_file, {}):
             pass
+
+
+@pytest.fixture
+def trained_run(tmp_path, monkeypatch):
+    """A run in a fresh sqlite store, as train leaves it: (mlflow, run id, run file)."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run() as run:
+        mlflow.log_param("render.samples_grid", 10)
+    run_file = tmp_path / "run.json"
+    run_file.write_text(json.dumps({"run_id": run.info.run_id}))
+    return mlflow, run.info.run_id, run_file
+
+
+def test_resume_run_logs_through_its_worker_and_finishes(trained_run):
+    mlflow, run_id, run_file = trained_run
+    with tracking.resume_run(run_file, {"render.samples_grid": 8, "render.curves": True}) as run:
+        run.log_metric("eval.a", 1.5)
+        run.log_metrics({"eval.b": 2.0, "eval.c": -3.0})
+        run.set_tag("stage", "render")
+    got = mlflow.get_run(run_id)
+    assert got.info.status == "FINISHED"
+    assert got.data.metrics == {"eval.a": 1.5, "eval.b": 2.0, "eval.c": -3.0}
+    assert got.data.params == {"render.samples_grid": "10", "render.curves": "True"}
+    assert got.data.tags["override.render.samples_grid"] == "8" and got.data.tags["stage"] == "render"
+    assert len(mlflow.search_runs(search_all_experiments=True)) == 1  # no stray run from the worker
+
+
+def test_an_error_inside_resume_run_marks_the_run_failed(trained_run):
+    mlflow, run_id, run_file = trained_run
+    with pytest.raises(RuntimeError, match="boom"):
+        with tracking.resume_run(run_file, {}) as run:
+            run.log_metric("eval.a", 1.0)
+            raise RuntimeError("boom")
+    assert mlflow.get_run(run_id).info.status == "FAILED"
+
+
+def test_sigterm_to_stage_and_worker_marks_the_run_failed(trained_run):
+    mlflow, run_id, run_file = trained_run
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with tracking.resume_run(run_file, {}) as run:
+                run.log_metric("eval.a", 1.0)  # the worker is up and the run open
+                for child in multiprocessing.active_children():
+                    os.kill(child.pid, signal.SIGTERM)  # as a group-wide kill would
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)  # the handler raises before this ends
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert mlflow.get_run(run_id).info.status == "FAILED"
 
 
 def test_git_state_reports_commit_and_dirtiness(tmp_path, monkeypatch):

@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import multiprocessing
 import os
 import signal
 import subprocess
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -92,13 +94,55 @@ def training_run(experiment: str, run_file: Path, params: dict[str, Any], tags: 
 
 @contextlib.contextmanager
 def resume_run(run_file: Path, params: dict[str, Any]) -> Iterator[Any]:
-    """Reopen the training run named in run_file, for evaluate and render to add to."""
+    """Reopen the training run named in run_file, for evaluate and render to add to.
+
+    Importing MLflow and opening its SQL store take about 3 s, as long as everything else in a render
+    rerun. So the run is reopened in a forked worker process, beside the stage's own work; what this
+    yields stands for the `mlflow` module, and each call on it runs in the worker, in order. The run
+    ends FINISHED, or FAILED on any exception (an interrupt or SIGTERM included)."""
     if not run_file.is_file():
         raise UserError(f"{run_file} is missing; run `dvc repro train` first")
     try:
         run_id = json.loads(run_file.read_text())["run_id"]
     except (ValueError, KeyError):
         raise UserError(f"{run_file} is not a run file; rerun `dvc repro -f train`") from None
+    _raise_on_sigterm()
+    fork = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(1, mp_context=fork, initializer=_leave_signals_to_the_stage) as worker:
+        opened = worker.submit(_open_run, run_id, params)
+        try:
+            yield _InWorker(worker, opened)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                if opened.exception() is None:
+                    worker.submit(_end_run, "FAILED").result()
+            raise
+        opened.result()
+        worker.submit(_end_run, "FINISHED").result()
+
+
+class _InWorker:
+    """The mlflow module as resume_run's caller sees it: calls go to the worker, once the run is open."""
+
+    def __init__(self, worker: ProcessPoolExecutor, opened: Future):
+        self._worker, self._opened = worker, opened
+
+    def __getattr__(self, name: str):
+        def call(*args, **kwargs):
+            self._opened.result()  # never log without the run (MLflow would start a new one)
+            return self._worker.submit(_call, name, args, kwargs).result()
+
+        return call
+
+
+# In the worker process:
+
+def _leave_signals_to_the_stage() -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def _open_run(run_id: str, params: dict[str, Any]) -> None:
     mlflow = _mlflow()
     try:
         run = mlflow.get_run(run_id)
@@ -106,10 +150,16 @@ def resume_run(run_file: Path, params: dict[str, Any]) -> Iterator[Any]:
         raise UserError(
             f"MLflow run {run_id} is not in {tracking_uri()}; rerun `dvc repro -f train` to record a new one"
         ) from None
-    _raise_on_sigterm()
-    with mlflow.start_run(run_id=run_id):
-        log_params_once(mlflow, run.data.params, params)
-        yield mlflow
+    mlflow.start_run(run_id=run_id)
+    log_params_once(mlflow, run.data.params, params)
+
+
+def _call(name: str, args: tuple, kwargs: dict) -> Any:
+    return getattr(_mlflow(), name)(*args, **kwargs)
+
+
+def _end_run(status: str) -> None:
+    _mlflow().end_run(status)
 
 
 def log_params_once(mlflow, logged: dict[str, str], params: dict[str, Any]) -> None:
