@@ -81,11 +81,13 @@ def train_epoch(model, optimizer, x: torch.Tensor, order: torch.Tensor, p: Train
         weight = kl_weight(step, steps_per_epoch, p)
         with autocast(x.device, p.precision):
             rec, kl = loss_terms(model, xb, p)
-            loss = rec.sum() + weight * kl.sum()
+            rec, kl = rec.sum(), kl.sum()
+            loss = rec + weight * kl
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        sums += torch.stack([rec.sum() + kl.sum(), rec.sum(), kl.sum()]).detach()
+        with torch.no_grad():
+            sums += torch.stack([rec + kl, rec, kl])
         seen += len(idx)
         step += 1
         if i % 50 == 0 and not bar.disable:  # the only host sync in the loop, for the progress bar
