@@ -117,7 +117,7 @@ class LinearGaussianVAE(nn.Module):
     def __init__(self, W, b, s):
         super().__init__()
         self.W, self.b, self.s = W, b, s
-        d = W.shape[1]
+        d = self.latent_dim = W.shape[1]
         M = torch.eye(d, dtype=W.dtype) + W.T @ W / s**2
         self.post_cov = torch.linalg.inv(M)
         self.A = self.post_cov @ W.T / s**2

@@ -93,15 +93,18 @@ def negative_elbo(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return -model.log_px(x, logits), kl_divergence(full(mu), full(logvar))
 
 
-def log_importance_weights(model, x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x) for K samples z_k ~ q(z|x).
+def log_importance_weights(model, x: torch.Tensor, k: int,
+                           eps: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x) for K samples z_k = mu + sigma eps_k ~ q(z|x).
 
+    eps, the (K, B, latent) standard-normal draws, is drawn here unless given.
     Returns (log_w of shape (K, B), the mean over k of log p(x|z_k), the analytic KL) per example.
     """
     mu, logvar = model.encode(x)
     mu, logvar = full(mu), full(logvar)
     std = torch.exp(0.5 * logvar)
-    eps = torch.randn((k, *mu.shape), device=mu.device, dtype=mu.dtype)
+    if eps is None:
+        eps = torch.randn((k, *mu.shape), device=mu.device, dtype=mu.dtype)
     z = mu + eps * std
     logits = model.decode(z.reshape(-1, mu.shape[-1])).view(k, *x.shape)
     log_px = model.log_px(x, logits)  # x broadcasts over the K samples

@@ -102,7 +102,7 @@ class TrainParams(Section):
 
 class EvaluateParams(Section):
     iw_samples: PositiveInt = 100
-    batch_size: PositiveInt = 500
+    batch_size: PositiveInt = 100
     # 0 means the whole test set
     max_examples: Count = 0
     train_slice: Count = 10000
