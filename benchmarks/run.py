@@ -7,6 +7,8 @@ Prints a table and writes it to benchmarks/results/bench.json. Needs data/proces
               alternate epoch by epoch on the same data from the same seed; median epoch time of each,
               their ratio, the final loss of each, and the floor: 6 x parameters x examples FLOPs per
               epoch divided by the float32 GEMM rate measured here (2048^3, median of 10);
+  breakdown   100 steps of the pipeline's loop under the profiler: time in matrix multiplies (and the
+              GFLOP/s they reach at batch 128), in the fused Adam update, and in everything else;
   bf16        the pipeline's loop under train.precision=bf16 (CPU autocast), a few epochs;
   evaluation  the importance-weighted log-likelihood over the test set at K=1000: time, achieved
               GFLOP/s (the decoder's matrix multiplies) and the distance to the same floor;
@@ -96,6 +98,34 @@ def bench_training(x: torch.Tensor, epochs: int, rate: float) -> dict:
     }
 
 
+def bench_breakdown(x: torch.Tensor, rate: float, steps: int = 100) -> dict:
+    """Where the pipeline's training step spends its time: `steps` steps of training.train_epoch under
+    the profiler. Matrix multiplies (mm, addmm: their own time and FLOPs) and the fused Adam update are
+    the part no loop overhead can remove at batch 128; their sum per epoch bounds any eager loop."""
+    torch.manual_seed(0)
+    model, p = VAE(ModelParams()), TrainParams()
+    opt, n = training.make_optimizer(model, p), len(x)
+    steps_per_epoch = -(-n // p.batch_size)
+    order = torch.randperm(n)[: steps * p.batch_size]
+    training.train_epoch(model, opt, x, order[: 10 * p.batch_size], p, 0, steps_per_epoch)  # warm-up
+    with torch.profiler.profile(with_flops=True) as prof:
+        start = time.perf_counter()
+        training.train_epoch(model, opt, x, order, p, 0, steps_per_epoch)
+        wall = time.perf_counter() - start
+    events = prof.key_averages()
+    mm = [e for e in events if e.key in ("aten::mm", "aten::addmm")]
+    mm_s = sum(e.self_cpu_time_total for e in mm) / 1e6
+    adam_s = sum(e.self_cpu_time_total for e in events if e.key == "aten::_fused_adam_") / 1e6
+    scale = steps_per_epoch / steps
+    return {
+        "steps": steps, "profiled_epoch_s": wall * scale,
+        "matmul_epoch_s": mm_s * scale, "matmul_gflops": sum(e.flops for e in mm) / mm_s / 1e9,
+        "matmul_over_gemm_rate": rate / (sum(e.flops for e in mm) / mm_s / 1e9),
+        "adam_epoch_s": adam_s * scale, "other_epoch_s": (wall - mm_s - adam_s) * scale,
+        "matmul_plus_adam_epoch_s": (mm_s + adam_s) * scale,
+    }
+
+
 def bench_bf16(x: torch.Tensor, epochs: int, notebook_epoch_s: float, fp32_losses: list[float]) -> dict:
     """The same loop and seed as the fp32 pipeline run, under bf16 autocast; loss compared epoch for epoch."""
     n = len(x)
@@ -148,14 +178,15 @@ def bench_pipeline() -> dict:
         run("git", "add", "-A")
         run("git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-qm", "bench")
         run("dvc", "cache", "dir", "--local", str(ROOT / ".dvc" / "cache"))
-        run("dvc", "repro")
-        # peak memory of the train stage alone, in a fresh process over the full data
-        peak = run(sys.executable, str(ROOT / "benchmarks" / "peak_rss.py"), "stages/train.py").stdout
+        # --no-run-cache: stages really run (DVC would otherwise restore what an earlier bench computed)
+        run("dvc", "repro", "--no-run-cache")
         params["render"]["samples_grid"] = 9
         (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         start = time.perf_counter()
-        out = run("dvc", "repro").stdout
+        out = run("dvc", "repro", "--no-run-cache").stdout
         render_only = time.perf_counter() - start
+        # peak memory of the train stage alone, in a fresh process over the full data
+        peak = run(sys.executable, str(ROOT / "benchmarks" / "peak_rss.py"), "stages/train.py").stdout
     reran = [line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")]
     return {"train_peak_rss_mb": float(peak.strip().splitlines()[-1]), "render_only_repro_s": render_only,
             "stages_rerun": reran}
@@ -197,6 +228,7 @@ def main():
     results["gemm_gflops"] = rate = gemm_rate()
     print(f"float32 GEMM (2048^3): {rate:.0f} GFLOP/s", flush=True)
     results["training"] = t = bench_training(x, args.epochs, rate)
+    results["breakdown"] = bench_breakdown(x, rate)
     results["bf16"] = bench_bf16(x, min(args.bf16_epochs, args.epochs), t["notebook_epoch_s"], t["pipeline_losses"])
     results["evaluation"] = bench_eval(x_test, args.k, rate)
     results["gemm_gflops_after"] = gemm_rate()
@@ -209,7 +241,7 @@ def main():
 
 
 def table(r: dict) -> str:
-    t, b, e = r["training"], r["bf16"], r["evaluation"]
+    t, b, e, d = r["training"], r["bf16"], r["evaluation"], r["breakdown"]
     rows = [
         f"machine: {r['machine']}",
         f"float32 GEMM rate: {r['gemm_gflops']:.0f} GFLOP/s (after the run: {r['gemm_gflops_after']:.0f})",
@@ -220,6 +252,9 @@ def table(r: dict) -> str:
         f"| pipeline loop fp32, median epoch | {t['pipeline_epoch_s']:.2f} s, final loss {t['pipeline_final_loss']:.2f} ({t['loss_gap_pct']:+.2f}%) |",
         f"| speed-up over the notebook (fp32) | {t['speedup']:.2f}x |",
         f"| float32 floor ({t['gflop_per_epoch']:.0f} GFLOP per epoch) | {t['floor_epoch_s']:.2f} s; pipeline at {t['pipeline_over_floor']:.2f}x the floor |",
+        f"| pipeline step, profiled ({d['steps']} steps): matrix multiplies | {d['matmul_epoch_s']:.2f} s per epoch at {d['matmul_gflops']:.0f} GFLOP/s (the GEMM rate is {d['matmul_over_gemm_rate']:.2f}x that) |",
+        f"| pipeline step, profiled: fused Adam; everything else | {d['adam_epoch_s']:.2f} s; {d['other_epoch_s']:.2f} s per epoch |",
+        f"| matrix multiplies + Adam alone (no loop overhead at all) | {d['matmul_plus_adam_epoch_s']:.2f} s per epoch: {t['notebook_epoch_s'] / d['matmul_plus_adam_epoch_s']:.2f}x the notebook, {d['matmul_plus_adam_epoch_s'] / t['floor_epoch_s']:.2f}x the floor |",
         f"| pipeline loop bf16, median epoch ({b['epochs']} epochs) | {b['epoch_s']:.2f} s ({b['speedup_vs_notebook']:.2f}x the notebook), loss {b['final_loss']:.2f} ({b['loss_gap_pct_vs_fp32']:+.2f}% vs fp32 after {b['epochs']}); native bf16: {b['cpu_has_native_bf16']} |",
         f"| IWAE log-likelihood, K={e['k']}, {e['examples']} test digits | {e['seconds']:.1f} s, {e['achieved_gflops']:.0f} GFLOP/s, {e['over_floor']:.2f}x the floor ({e['floor_s']:.1f} s) |",
     ]
