@@ -140,6 +140,10 @@ class _InWorker:
 def _leave_signals_to_the_stage() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
+    with contextlib.suppress(OSError, AttributeError):  # Linux: die with the stage, even if it is SIGKILLed
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _open_run(run_id: str, params: dict[str, Any]) -> None:
