@@ -158,7 +158,7 @@ def bench_eval(x_test: torch.Tensor, k: int, rate: float) -> dict:
 
 
 def bench_pipeline() -> dict:
-    """A copy of the repository that shares this DVC cache: download and dequantize come from the cache."""
+    """A copy of the repository that shares this DVC cache; every stage really runs there (--no-run-cache)."""
     env = {k: v for k, v in ENV.items() if k != "MLFLOW_TRACKING_URI"}  # the copy's own store
     with tempfile.TemporaryDirectory(prefix="mnist-vae-bench-") as tmp:
         copy = Path(tmp) / "repo"
