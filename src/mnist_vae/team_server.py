@@ -17,6 +17,7 @@ characters; MLflow refuses the old default ``password1234``), ``MNIST_VAE_ADMIN_
     python -m mnist_vae.team_server start --dir DIR [--host 127.0.0.1] [--port 5000]
     python -m mnist_vae.team_server stop --dir DIR
     python -m mnist_vae.team_server status --dir DIR
+    python -m mnist_vae.team_server share --dir DIR --user alice [--experiment mnist-vae] [--model mnist-vae]
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from mnist_vae.errors import UserError
 
@@ -280,7 +282,8 @@ class TeamServer:
     def api(self, method: str, path: str, who: Credentials | None, body: dict | None = None) -> tuple[int, dict]:
         """One REST call to the server; (HTTP status, JSON body)."""
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(f"{self.url}/api/2.0/mlflow/{path}", data=data, method=method,
+        url = f"{self.url}{path}" if path.startswith("/") else f"{self.url}/api/2.0/mlflow/{path}"
+        req = urllib.request.Request(url, data=data, method=method,
                                      headers={"Content-Type": "application/json"})
         if who:
             req.add_header("Authorization", who.header())
@@ -295,7 +298,7 @@ class TeamServer:
             return status, {"text": raw.decode(errors="replace")[:200]}
 
     def ensure_users(self, admin: Credentials, user: Credentials | None) -> None:
-        status, _ = self.api("GET", f"users/get?username={admin.username}", admin)
+        status, _ = self.api("GET", f"users/get?username={quote(admin.username)}", admin)
         if status == 401:
             raise UserError(f"{ENV_ADMIN_PASSWORD} does not match the admin password stored on this server "
                             "(it sets the password only when the admin is first created)")
@@ -311,6 +314,30 @@ class TeamServer:
                                     {"username": user.username, "password": user.password})
         if status != 200:
             raise UserError(f"could not create user {user.username!r} (HTTP {status}: {body.get('message', '')})")
+
+    def share(self, admin: Credentials, username: str, experiment: str, model: str) -> str:
+        """Create the team's experiment and registered model (if new) and let `username` log runs and
+        model versions there (EDIT). With default_permission READ, only an object's creator, a grantee or
+        an admin may write to it. Returns the experiment's id."""
+        status, body = self.api("GET", f"experiments/get-by-name?experiment_name={quote(experiment)}", admin)
+        if status == 200:
+            experiment_id = body["experiment"]["experiment_id"]
+        else:
+            status, body = self.api("POST", "experiments/create", admin, {"name": experiment})
+            if status != 200:
+                raise UserError(f"could not create experiment {experiment!r} (HTTP {status}: {body.get('message', '')})")
+            experiment_id = body["experiment_id"]
+        status, body = self.api("POST", "registered-models/create", admin, {"name": model})
+        if status != 200 and body.get("error_code") != "RESOURCE_ALREADY_EXISTS":
+            raise UserError(f"could not create registered model {model!r} (HTTP {status}: {body.get('message', '')})")
+        for kind, resource in (("experiment", experiment_id), ("registered_model", model)):
+            status, body = self.api("POST", "/api/3.0/mlflow/users/permissions/grant", admin,
+                                    {"username": username, "resource_type": kind, "resource_id": resource,
+                                     "permission": "EDIT"})
+            if status != 200:
+                raise UserError(f"could not grant {username!r} EDIT on {kind} {resource!r} "
+                                f"(HTTP {status}: {body.get('message', '')})")
+        return experiment_id
 
     # ------------------------------------------------------------------ the whole server
     def start(self, admin: Credentials, user: Credentials | None = None) -> None:
@@ -333,13 +360,16 @@ class TeamServer:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="team-server", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=("start", "stop", "status"))
+    parser.add_argument("command", choices=("start", "stop", "status", "share"))
     parser.add_argument("--dir", default=os.environ.get("MNIST_VAE_TEAM_DIR", "team-server"),
                         help="folder of the database, artifacts and logs (default: ./team-server)")
     parser.add_argument("--host", help="interface to bind (default 127.0.0.1; put TLS in front for anything else)")
     parser.add_argument("--port", type=int, help="MLflow's port (default 5000, then whatever the last start used)")
     parser.add_argument("--pg-port", type=int, help="PostgreSQL's port on 127.0.0.1 (default: a free one, then kept)")
     parser.add_argument("--workers", type=int, default=2, help="MLflow server worker processes (default 2)")
+    parser.add_argument("--user", help="share: the user who gets EDIT on the experiment and registered model")
+    parser.add_argument("--experiment", default="mnist-vae", help="share: the team's experiment (default mnist-vae)")
+    parser.add_argument("--model", default="mnist-vae", help="share: the registered model's name (default mnist-vae)")
     args = parser.parse_args(argv)
     try:
         server = TeamServer(args.dir, host=args.host, port=args.port, pg_port=args.pg_port, workers=args.workers)
@@ -348,6 +378,12 @@ def main(argv: list[str] | None = None) -> None:
             server.start(admin, user)
             print(f"team server up: MLFLOW_TRACKING_URI={server.url} (artifacts proxied; stop with "
                   f"`python -m mnist_vae.team_server stop --dir {server.root}`)")
+        elif args.command == "share":
+            if not args.user:
+                raise UserError("share needs --user NAME")
+            experiment_id = server.share(admin_from_env(), args.user, args.experiment, args.model)
+            print(f"{args.user} may now log runs to experiment {args.experiment!r} ({experiment_id}) "
+                  f"and versions of model {args.model!r}")
         elif args.command == "stop":
             server.stop()
             print("team server stopped")
