@@ -209,6 +209,8 @@ def no_secret_in_files(root: Path, *secrets_: str) -> None:
 def project(team, tmp_path_factory):
     """A small-data copy of this repository pushed to a bare git remote, with a DVC remote (a shared folder),
     and the team's experiment and registered model shared with the non-admin user."""
+    if not (REPO / "stages" / "track.py").is_file():  # remove once issue 9 is on main
+        pytest.skip("needs the track stage of the tracking redesign (issue 9)")
     base = tmp_path_factory.mktemp("team-project")
     seed, origin, remote = base / "seed", base / "origin.git", base / "dvc-remote"
     for rel in sh("git", "ls-files", "--cached", "--others", "--exclude-standard", cwd=REPO).stdout.split():
