@@ -330,17 +330,27 @@ def test_track_fails_in_one_line_while_the_server_is_down_and_logs_once_when_it_
     env = client_env(team, team.user)
     set_params(root, train={"beta": 2.0})
     before = {r.info.run_id for r in experiment_runs(team, project.experiment)}
-    team.server.stop_mlflow()
+    proc = subprocess.Popen(["dvc", "repro"], cwd=root, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+                                 **env})
     try:
-        failed = sh("dvc", "repro", cwd=root, env=env, check=False)
+        deadline = time.monotonic() + 300
+        while not (root / "data" / "processed" / "test.npz").is_file() and proc.poll() is None:
+            assert time.monotonic() < deadline, "dequantize never finished"
+            time.sleep(0.2)
+        team.server.stop_mlflow()  # mid-pipeline: the data are ready, training has not finished
+        out, err = proc.communicate(timeout=600)
     finally:
+        if proc.poll() is None:
+            proc.kill()
         team.server.start_mlflow(team.admin)
+    failed = types.SimpleNamespace(returncode=proc.returncode, stdout=out, stderr=err)
     assert failed.returncode != 0
     said = [line for line in (failed.stdout + failed.stderr).splitlines() if line.startswith("track:")]
     assert len(said) == 1 and said[0].startswith(f"track: error: MLflow store {team.url} failed"), said
     assert "Traceback" not in failed.stdout + failed.stderr
-    for out in ("models/vae.pt", "metrics/history.csv", "metrics/eval.json", "reports/figures/samples.png"):
-        assert (root / out).is_file(), out
+    for path in ("models/vae.pt", "metrics/history.csv", "metrics/eval.json", "reports/figures/samples.png"):
+        assert (root / path).is_file(), path
     status = json.loads(sh("dvc", "status", "--json", cwd=root).stdout)
     assert list(status) == ["track"], status  # train, evaluate and render are done and recorded
     again = sh("dvc", "repro", cwd=root, env=env).stdout
