@@ -10,7 +10,7 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 # the team server's folder (database, artifacts, logs); see README "Working as a team"
 TEAM_DIR ?= $(CURDIR)/team-server
 
-.PHONY: setup repro test ui bench lock clean team-server team-server-stop
+.PHONY: setup repro track test ui bench lock clean team-server team-server-stop
 
 setup: $(STAMP)
 
@@ -22,6 +22,9 @@ $(STAMP): requirements.lock pyproject.toml
 
 repro: setup  ## run the pipeline (only the stages whose inputs changed)
 	$(BIN)/dvc repro
+
+track: setup  ## log the current outputs to MLflow again (a new or rebuilt store); nothing is retrained
+	$(BIN)/dvc repro -s -f track
 
 test: setup  ## the test suite (what CI runs)
 	$(BIN)/python -m pytest
