@@ -19,6 +19,7 @@ import contextlib
 import csv
 import hashlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -226,6 +227,9 @@ def _mlflow(uri: str):
         os.environ.setdefault(key, value)
     import mlflow  # imported here: it costs a couple of seconds, and only the track stage needs it
 
+    # urllib3 logs every retry against an unreachable server as a warning ("track: Retrying ..."), which
+    # the stage's log format prints; the failure is reported once, by store_errors
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     mlflow.set_tracking_uri(uri)
     return mlflow
 
