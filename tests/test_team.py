@@ -265,7 +265,7 @@ def two_runs(team, project):
         print("\n".join(f"[{name}] {line}" for line in (out + err).splitlines() if line.startswith("track:")))
     for name, job in done.items():
         assert job.code == 0, f"{name}:\n{job.out}\n{job.err}"
-        pushed = sh("dvc", "exp", "push", "origin", name, cwd=job.root, env=client_env(team, job.who))
+        pushed = sh("dvc", "exp", "push", "origin", name, cwd=job.root, **client_env(team, job.who))
         print(f"[{name}] $ dvc exp push origin {name}\n" + pushed.stdout.strip())
     return done
 
@@ -285,6 +285,9 @@ def test_two_clones_run_experiments_at_the_same_time_on_the_server(team, project
             fetched = client.download_artifacts(run.info.run_id, "figures/samples.png", str(tmp_path / name))
             assert Path(fetched).read_bytes() == local.read_bytes()  # through the server's proxied store
             assert run.info.artifact_uri.startswith("mlflow-artifacts:")
+        # the logged models sit in the team's experiment, beside their runs (not in Default)
+        logged = client.search_logged_models(experiment_ids=[runs[0].info.experiment_id])
+        assert sorted(m.source_run_id for m in logged) == sorted(r.info.run_id for r in runs)
         versions = client.search_model_versions(f"name = '{project.model}'")
         assert sorted(v.run_id for v in versions) == sorted(r.info.run_id for r in runs)
         mlflow.set_tracking_uri(team.url)
@@ -309,12 +312,12 @@ def test_a_teammate_pulls_an_experiment_and_gets_its_result_without_training(tea
     runs = {r.data.tags["dvc_exp_name"]: r for r in experiment_runs(team, project.experiment)}
     root = clone(project, "clone-c-" + secrets.token_hex(2))
     env = client_env(team, team.user)
-    sh("dvc", "exp", "pull", "origin", "exp-a", cwd=root, env=env)
-    sh("dvc", "exp", "apply", "exp-a", cwd=root, env=env)
-    sh("dvc", "pull", cwd=root, env=env)
+    sh("dvc", "exp", "pull", "origin", "exp-a", cwd=root, **env)
+    sh("dvc", "exp", "apply", "exp-a", cwd=root, **env)
+    sh("dvc", "pull", cwd=root, **env)
     before = {r.info.run_id for r in experiment_runs(team, project.experiment)}
-    assert ran_stages(sh("dvc", "repro", cwd=root, env=env).stdout) == []  # nothing trains, nothing is logged
-    forced = sh("dvc", "repro", "--single-item", "--force", "track", cwd=root, env=env)  # track alone
+    assert ran_stages(sh("dvc", "repro", cwd=root, **env).stdout) == []  # nothing trains, nothing is logged
+    forced = sh("dvc", "repro", "--single-item", "--force", "track", cwd=root, **env)  # track alone
     assert ran_stages(forced.stdout) == ["track"]
     assert f"already run {runs['exp-a'].info.run_id}" in forced.stdout + forced.stderr  # found by its fingerprint
     assert {r.info.run_id for r in experiment_runs(team, project.experiment)} == before
@@ -353,9 +356,9 @@ def test_track_fails_in_one_line_while_the_server_is_down_and_logs_once_when_it_
         assert (root / path).is_file(), path
     status = json.loads(sh("dvc", "status", "--json", cwd=root).stdout)
     assert list(status) == ["track"], status  # train, evaluate and render are done and recorded
-    again = sh("dvc", "repro", cwd=root, env=env).stdout
+    again = sh("dvc", "repro", cwd=root, **env).stdout
     assert ran_stages(again) == ["track"]
     new = [r for r in experiment_runs(team, project.experiment) if r.info.run_id not in before]
     assert [(r.info.status, r.data.params["train.beta"]) for r in new] == [("FINISHED", "2.0")]
-    assert ran_stages(sh("dvc", "repro", cwd=root, env=env).stdout) == []
+    assert ran_stages(sh("dvc", "repro", cwd=root, **env).stdout) == []
     assert len(experiment_runs(team, project.experiment)) == len(before) + 1
