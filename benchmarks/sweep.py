@@ -4,8 +4,8 @@ In a temporary copy of the repository (its own DVC cache and MLflow store) the d
 (`dvc repro dequantize`, committed), then for each worker count N the grid is queued with
 `dvc exp run --queue -S train.beta=0.5,1,4` and run with `dvc queue start -j N` under the thread rule
 OMP_NUM_THREADS = cores // N (every stage's torch reads it). The clock runs from `dvc queue start` until
-the queue holds no queued or running task; DVC's run cache is emptied between the two batches, so every
-stage of every experiment really runs. Prints a Markdown table, writes benchmarks/results/sweep.json.
+the queue holds no queued or running task. DVC's run cache is emptied before each batch and each batch
+has a seed of its own, so every stage of every experiment really runs (the queue's logs are checked). Prints a Markdown table, writes benchmarks/results/sweep.json.
 
 The full notebook setting would take hours on a shared 2-core machine, so by default each experiment
 trains 2 epochs on 10000 training digits and evaluates on 1000 test digits with K = 10 (options below);
@@ -66,10 +66,18 @@ def run(copy: Path, *cmd: str, env: dict | None = None) -> subprocess.CompletedP
     return subprocess.run(cmd, cwd=copy, env=env or ENV, check=True, capture_output=True, text=True, timeout=600)
 
 
-def batch(copy: Path, grid: str, workers: int, timeout_s: float) -> dict:
-    shutil.rmtree(copy / ".dvc" / "cache" / "runs", ignore_errors=True)  # no stage is restored from a past run
+def task_names(copy: Path) -> list[str]:
+    out = run(copy, "dvc", "queue", "status").stdout.splitlines()
+    return [line.split()[0] for line in out[1:] if len(line.split()) >= 4 and line.split()[-1] in ("Success", "Failed")]
+
+
+def batch(copy: Path, grid: str, workers: int, seed: int, timeout_s: float) -> dict:
+    # every stage of every experiment really runs: no run cache, and a seed of its own per batch (the
+    # same cost, but no experiment equals one of another batch)
+    shutil.rmtree(copy / ".dvc" / "cache" / "runs", ignore_errors=True)
     before = queue_counts(copy)
-    run(copy, "dvc", "exp", "run", "--queue", "-S", f"train.beta={grid}")
+    seen = set(task_names(copy))
+    run(copy, "dvc", "exp", "run", "--queue", "-S", f"train.beta={grid}", "-S", f"seed={seed}")
     queued = queue_counts(copy)["Queued"]
     threads = threads_per_worker(workers)
     load_before = os.getloadavg()
@@ -86,7 +94,11 @@ def batch(copy: Path, grid: str, workers: int, timeout_s: float) -> dict:
     done = counts["Success"] - before["Success"]
     failed = counts["Failed"] - before["Failed"]
     run(copy, "dvc", "queue", "stop")
-    return {"workers": workers, "threads_per_worker": threads, "experiments": queued, "succeeded": done,
+    trained = 0
+    for task in set(task_names(copy)) - seen:  # check that each experiment trained, evaluated and tracked
+        log = subprocess.run(["dvc", "queue", "logs", task], cwd=copy, env=ENV, capture_output=True, text=True).stdout
+        trained += all(f"Running stage '{stage}'" in log for stage in ("train", "evaluate", "render", "track"))
+    return {"workers": workers, "really_ran": trained, "threads_per_worker": threads, "experiments": queued, "succeeded": done,
             "failed": failed, "wall_s": wall, "experiments_per_hour": 3600 * done / wall,
             "load_before": load_before, "load_after": os.getloadavg()}
 
@@ -116,7 +128,8 @@ def main() -> None:
         run(copy, "dvc", "repro", "dequantize")  # the data once; every experiment starts from it
         run(copy, "git", "add", "-A")
         run(copy, "git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-qm", "sweep")
-        batches = [batch(copy, args.grid, int(j), args.timeout) for j in args.jobs.split(",")]
+        batches = [batch(copy, args.grid, int(j), seed, args.timeout)
+                   for seed, j in enumerate(args.jobs.split(","), start=1)]
     result = {"machine": machine(), "grid": f"train.beta={args.grid}", "settings": settings, "batches": batches}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
@@ -129,10 +142,10 @@ def table(r: dict) -> str:
              f"{s['train']['max_examples'] or 60000} training digits, evaluation on "
              f"{s['evaluate']['max_examples'] or 10000} test digits with K={s['evaluate']['iw_samples']}, "
              "figures, MLflow run with the registered model", "",
-             "| workers (`-j`) | threads each | experiments | wall time | experiments per hour | load average before -> after |",
+             "| workers (`-j`) | threads each | experiments (all stages ran) | wall time | experiments per hour | load average before -> after |",
              "|---|---|---|---|---|---|"]
     for b in r["batches"]:
-        lines.append(f"| {b['workers']} | {b['threads_per_worker']} | {b['succeeded']} of {b['experiments']} | "
+        lines.append(f"| {b['workers']} | {b['threads_per_worker']} | {b['succeeded']} of {b['experiments']} ({b['really_ran']}) | "
                      f"{b['wall_s']:.0f} s | {b['experiments_per_hour']:.1f} | "
                      f"{b['load_before'][0]:.1f} -> {b['load_after'][0]:.1f} |")
     return "\n".join(lines)

@@ -127,6 +127,16 @@ def test_start_without_an_admin_password_says_so_in_one_line(tmp_path):
     assert not (tmp_path / "t").exists()
 
 
+def test_without_postgresql_start_says_how_to_install_it(monkeypatch, tmp_path):
+    import mnist_vae.team_server as team_server
+
+    monkeypatch.setattr(team_server.shutil, "which", lambda name: None)
+    monkeypatch.setattr(team_server.glob, "glob", lambda pattern: [])
+    assert team_server.find_pg_bin() is None
+    with pytest.raises(UserError, match=r"apt-get install -y postgresql"):
+        TeamServer(tmp_path / "t").start_postgres()
+
+
 def test_runs_and_artifacts_survive_restarting_postgres_and_the_server(team, monkeypatch, tmp_path):
     client = client_as(team, team.user, monkeypatch)
     experiment = client.create_experiment("restart-" + secrets.token_hex(4))
@@ -209,8 +219,6 @@ def no_secret_in_files(root: Path, *secrets_: str) -> None:
 def project(team, tmp_path_factory):
     """A small-data copy of this repository pushed to a bare git remote, with a DVC remote (a shared folder),
     and the team's experiment and registered model shared with the non-admin user."""
-    if not (REPO / "stages" / "track.py").is_file():  # remove once issue 9 is on main
-        pytest.skip("needs the track stage of the tracking redesign (issue 9)")
     base = tmp_path_factory.mktemp("team-project")
     seed, origin, remote = base / "seed", base / "origin.git", base / "dvc-remote"
     for rel in sh("git", "ls-files", "--cached", "--others", "--exclude-standard", cwd=REPO).stdout.split():
