@@ -278,12 +278,14 @@ def two_runs(team, project):
     return done
 
 
-def test_two_clones_run_experiments_at_the_same_time_on_the_server(team, project, two_runs, tmp_path):
+def test_two_clones_run_experiments_at_the_same_time_on_the_server(team, project, two_runs, tmp_path,
+                                                                   monkeypatch):
     runs = experiment_runs(team, project.experiment)
     assert sorted((r.data.tags.get("dvc_exp_name"), r.info.status, r.data.params["train.beta"]) for r in runs) == [
         ("exp-a", "FINISHED", "0.5"), ("exp-b", "FINISHED", "4.0")]
     by_name = {r.data.tags["dvc_exp_name"]: r for r in runs}
     import mlflow
+    import mlflow.tracking._tracking_service.utils
 
     with admin_client(team) as client:
         for name, run in by_name.items():
@@ -298,7 +300,9 @@ def test_two_clones_run_experiments_at_the_same_time_on_the_server(team, project
         assert sorted(m.source_run_id for m in logged) == sorted(r.info.run_id for r in runs)
         versions = client.search_model_versions(f"name = '{project.model}'")
         assert sorted(v.run_id for v in versions) == sorted(r.info.run_id for r in runs)
-        mlflow.set_tracking_uri(team.url)
+        # the server for models:/ URIs, for this test only (mlflow.set_tracking_uri would outlive it)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", team.url)
+        monkeypatch.setattr(mlflow.tracking._tracking_service.utils, "_tracking_uri", team.url)
         model = mlflow.pytorch.load_model(f"models:/{project.model}/{max(int(v.version) for v in versions)}")
         assert model.sample(2).shape == (2, 784)
 
