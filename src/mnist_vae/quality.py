@@ -205,10 +205,9 @@ def reconstruct(model, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     return torch.cat([model.mean(model.decode(model.encode(xb)[0])).cpu().float() for xb in x.split(batch_size)])
 
 
-def reference(classifier, train_pixels: np.ndarray, test_pixels: np.ndarray, p) -> dict[str, float]:
-    """The floor: real training digits (the first n_reference) against the test digits."""
+def reference(classifier, train_pixels: np.ndarray, f_test: torch.Tensor, p) -> dict[str, float]:
+    """The floor: real training digits (the first n_reference) against the test digits' features f_test."""
     f_train, _ = clf.predict(classifier, clf.scale_pixels(train_pixels[: p.n_reference]))
-    f_test, _ = clf.predict(classifier, clf.scale_pixels(test_pixels))
     return {"fid": fid(f_train, f_test), **precision_recall(f_test, f_train, p.k, p.block),
             "n_train": len(f_train), "n_test": len(f_test)}
 
@@ -243,7 +242,7 @@ def evaluate(model, classifier, train: dict, test: dict, raw: dict[str, np.ndarr
                     "n": p.n_samples},
         "reconstructions": {"fid": fid(f_recon, f_test),
                             "accuracy": float((p_recon.argmax(1) == y_test).double().mean())},
-        "reference": reference(classifier, raw["x_train"], raw["x_test"], p),
+        "reference": reference(classifier, raw["x_train"], f_test, p),
         "class_coverage": class_coverage(p_samples),
         "probe": {**linear_probe(mu_train.cpu(), train["y"][:n_probe], mu_test.cpu(), y_test,
                                  p.probe_l2, p.probe_max_iter), "n_train": n_probe},
