@@ -127,7 +127,7 @@ def test_class_coverage_of_uniform_and_collapsed_predictions():
     collapsed = torch.full((20, 10), 0.05)
     collapsed[:, 3] = 0.55
     c = quality.class_coverage(collapsed)
-    assert c["histogram"][3] == 1.0 and c["entropy"] == 0.0
+    assert c["histogram"][3] == 1.0 and c["entropy"] == 0.0 and str(c["entropy"]) == "0.0"
     assert c["kl_from_uniform"] == pytest.approx(math.log(10)) and c["mean_confidence"] == pytest.approx(0.55)
 
 

@@ -131,7 +131,7 @@ def class_coverage(probs: torch.Tensor) -> dict:
     counts = torch.bincount(probs.argmax(1), minlength=N_CLASSES).double()
     hist = counts / counts.sum()
     nz = hist[hist > 0]
-    entropy = float(-(nz * nz.log()).sum())
+    entropy = float(-(nz * nz.log()).sum()) + 0.0  # + 0.0: a one-class histogram gives 0, not -0
     return {
         "histogram": [round(v, 6) for v in hist.tolist()],
         "entropy": entropy,
