@@ -6,6 +6,7 @@ returns logits; the likelihood (objectives.py) turns them into log p(x|z) and in
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import torch
@@ -119,12 +120,15 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> VAE:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path} is missing; run `dvc repro train` to make it")
+    if not zipfile.is_zipfile(path):
+        raise UserError(f"{path} is not a readable checkpoint (not a torch.save zip archive); rerun `dvc repro -f train`")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
         model = VAE(ModelParams.model_validate(ckpt["config"]))
         model.load_state_dict(ckpt["state_dict"])
     except Exception as exc:
-        cause = (str(exc).strip().splitlines() or [""])[0][:200]
+        cause = " ".join(str(exc).split())  # on one line
+        cause = cause if len(cause) <= 300 else cause[:297] + "..."
         raise UserError(f"{path} is not a readable checkpoint ({exc.__class__.__name__}: {cause}); "
                         "rerun `dvc repro -f train`") from None
     return model.to(device).eval()
