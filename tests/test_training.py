@@ -1,7 +1,11 @@
 """The training loop: KL warm-up, learning on real digits, reproducibility, bf16, IWAE, dynamic
 binarization, every architecture and likelihood, divergence."""
 
+import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -256,3 +260,38 @@ def test_cuda_requested_without_cuda_is_a_clear_error():
     with pytest.raises(UserError, match="no CUDA device"):
         training.pick_device("cuda")
     assert training.pick_device("auto").type == "cpu"
+
+
+# --------------------------------------------------------------------------- through the train stage
+
+
+def _run_train_stage(tmp_path, repo_root, x_train, train_yaml):
+    from mnist_vae.io import save_npz
+
+    n = len(x_train)
+    save_npz(tmp_path / "data" / "processed" / "train.npz", {"x": x_train, "y": np.zeros(n, np.uint8)})
+    save_npz(tmp_path / "data" / "processed" / "test.npz", {"x": x_train[:50], "y": np.zeros(50, np.uint8)})
+    (tmp_path / "params.yaml").write_text(
+        "model:\n  hidden_dims: [16]\n  latent_dim: 2\ntracking:\n  log_model: false\n"
+        "train:\n  epochs: 1\n  device: cpu\n" + train_yaml)
+    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}", PYTHONDONTWRITEBYTECODE="1")
+    return subprocess.run([sys.executable, str(repo_root / "stages" / "train.py")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_train_stage_counts_the_digits_it_used(digits, tmp_path, repo_root):
+    x = digits.x_train[:300].numpy()
+    proc = _run_train_stage(tmp_path, repo_root, x, "  max_examples: 5000\n")  # more than there are
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "metrics" / "train.json").read_text())["n_train"] == 300
+
+
+def test_train_stage_stops_on_a_nan_loss_and_writes_nothing(digits, tmp_path, repo_root):
+    x = digits.x_train[:300].numpy().copy()
+    x[:, 0] = np.nan  # every batch's loss is NaN from the first step on
+    proc = _run_train_stage(tmp_path, repo_root, x, "")
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("train:")]  # not MLflow's log lines
+    assert len(lines) == 1 and lines[0].startswith("train: error: training diverged") and \
+        "epoch 1, step 1 of 3" in lines[0], proc.stderr
+    assert not (tmp_path / "models" / "vae.pt").exists() and not (tmp_path / "metrics").exists()
