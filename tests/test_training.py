@@ -229,28 +229,40 @@ def test_other_settings_train_and_their_checkpoints_round_trip(digits, config, t
         evaluation.evaluate_elbo(model, data.x_test, generator=g())
 
 
-def test_a_non_finite_loss_stops_training_at_once_naming_epoch_and_step(digits):
+def _train_until_nan(digits, bad_call):
+    """Train 3 epochs of 4 steps with the encoder's output turned NaN at its `bad_call`-th training call."""
     torch.manual_seed(0)
     model = VAE(ModelParams(hidden_dims=[32], latent_dim=4))
-    calls = []
+    calls, rows = [], []
 
-    def poison(module, inputs, out):  # the 3rd training step of epoch 2 (4 steps per epoch) turns NaN
+    def poison(module, inputs, out):
         if module.training:
             calls.append(1)
-            if len(calls) == 4 + 3:
+            if len(calls) == bad_call:
                 return out * float("nan")
 
     model.encoder.register_forward_hook(poison)
-    before = []
     with pytest.raises(UserError) as info:
         training.train(model, training.Data(digits.x_train[:256], digits.x_test[:10]),
-                       TrainParams(epochs=3, batch_size=64), 0, torch.device("cpu"),
-                       on_epoch=lambda row: before.append(_weights(model)))
-    message = str(info.value)
+                       TrainParams(epochs=3, batch_size=64), 0, torch.device("cpu"), on_epoch=rows.append)
+    return model, str(info.value), len(calls), rows
+
+
+def test_a_non_finite_loss_stops_training_at_once_naming_epoch_and_step(digits):
+    model, message, calls, rows = _train_until_nan(digits, 4 + 3)  # the 3rd step of epoch 2
     assert "\n" not in message and "epoch 2, step 3 of 4" in message and "nan" in message
-    assert len(calls) == 7 and len(before) == 1  # no step after the bad one, no epoch 2 row
-    # the bad step made no update: weights are still finite
-    assert all(torch.isfinite(t).all() for t in model.state_dict().values())
+    assert calls == 7 and len(rows) == 1  # no step after the bad one, no epoch 2 row
+    assert all(torch.isfinite(t).all() for t in model.state_dict().values())  # the bad step made no update
+
+
+def test_the_deferred_check_of_cuda_names_the_first_bad_step(digits, monkeypatch):
+    # CUDA reads the flag back every CHECK_EVERY_DEFAULT steps; the same code path on the CPU, every 3
+    monkeypatch.setattr(training, "CHECK_EVERY", {})
+    monkeypatch.setattr(training, "CHECK_EVERY_DEFAULT", 3)
+    _, message, calls, rows = _train_until_nan(digits, 4 + 1)  # the 1st step of epoch 2, read back at its 3rd
+    assert "epoch 2, step 1 of 4" in message and calls == 4 + 3 and len(rows) == 1
+    _, message, calls, _ = _train_until_nan(digits, 4 + 4)  # the last step of epoch 2: read back at once
+    assert "epoch 2, step 4 of 4" in message and calls == 8
 
 
 def test_cuda_requested_without_cuda_is_a_clear_error():

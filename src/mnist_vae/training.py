@@ -64,9 +64,12 @@ class Data:
     p_train: Optional[torch.Tensor] = None
 
 
-# On CUDA the finiteness of the loss is read back every this many steps (and at the end of the epoch)
-# rather than every step; the first bad step is recorded on the device, so the error still names it.
-CUDA_CHECK_EVERY = 50
+# How often (in steps, and at the end of each epoch) the loss's finiteness is read back to the host, per
+# device type: every step on the CPU, where reading a number costs nothing; every 50 steps elsewhere
+# (CUDA), so the loop keeps no per-step sync. The first bad step is recorded on the device meanwhile,
+# so the error names it either way.
+CHECK_EVERY = {"cpu": 1}
+CHECK_EVERY_DEFAULT = 50
 
 
 def train_epoch(model, optimizer, x: torch.Tensor, order: torch.Tensor, p: TrainParams, step: int,
@@ -74,11 +77,11 @@ def train_epoch(model, optimizer, x: torch.Tensor, order: torch.Tensor, p: Train
     """One pass over x in the given order. Returns the sums over examples of (-ELBO, rec, KL) and, under
     objective iwae, of the negative IWAE bound, kept on the device (no per-step host sync), and the
     global step count. A loss that is NaN or infinite raises UserError naming the epoch and step: on the
-    CPU before that step's update, on CUDA within CUDA_CHECK_EVERY steps."""
+    CPU before that step's update, elsewhere within CHECK_EVERY_DEFAULT steps."""
     model.train()
     sums = torch.zeros(3 if p.objective == "elbo" else 4, device=x.device)
-    on_cpu = x.device.type == "cpu"
-    bad_step = torch.full((), -1, dtype=torch.long, device=x.device)  # first non-finite step (CUDA)
+    check_every = CHECK_EVERY.get(x.device.type, CHECK_EVERY_DEFAULT)
+    bad_step = torch.full((), -1, dtype=torch.long, device=x.device)  # the first step with a non-finite loss
     bad_loss = torch.zeros((), device=x.device)
     seen = 0
     bar = tqdm(order.split(p.batch_size), desc=desc, leave=False, disable=None)
@@ -93,16 +96,11 @@ def train_epoch(model, optimizer, x: torch.Tensor, order: torch.Tensor, p: Train
             else:
                 neg_bound = neg_bound.sum()
                 loss = neg_bound
-        if on_cpu:
-            if not torch.isfinite(loss):
-                _diverged(epoch, i, len(bar), loss.item())
-        else:
-            newly_bad = (bad_step < 0) & ~torch.isfinite(loss.detach())
-            bad_step = torch.where(newly_bad, i, bad_step)
-            bad_loss = torch.where(newly_bad, loss.detach().float(), bad_loss)
-            if (i + 1) % CUDA_CHECK_EVERY == 0 or i + 1 == len(bar):
-                if bad_step.item() >= 0:
-                    _diverged(epoch, int(bad_step), len(bar), bad_loss.item())
+        newly_bad = (bad_step < 0) & ~torch.isfinite(loss.detach())
+        bad_step = torch.where(newly_bad, i, bad_step)
+        bad_loss = torch.where(newly_bad, loss.detach().float(), bad_loss)
+        if ((i + 1) % check_every == 0 or i + 1 == len(bar)) and bad_step.item() >= 0:
+            _diverged(epoch, int(bad_step), len(bar), bad_loss.item())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
