@@ -30,6 +30,8 @@ GAP = 8  # pixels of white between the interpolation path and its original digit
 DPI = 100
 GRAY = matplotlib.colormaps["gray"].with_extremes(bad="white")  # NaN cells show as blank paper
 CURVES = (("total", "Total: negative ELBO"), ("rec", "Reconstruction: -log p(x|z)"), ("kl", "KL(q(z|x) || p(z))"))
+# under train.objective iwae the history also holds the bound being minimised, drawn in a panel of its own
+IWAE_CURVE = ("neg_iwae_bound", "Negative IWAE bound (the iwae loss)")
 
 
 # ---------------------------------------------------------------- helpers
@@ -202,15 +204,18 @@ def reconstructions(model, x_test, n: int) -> Figure:
 
 
 def training_curves(history: list[dict]) -> Figure:
-    """Train and test negative ELBO, reconstruction and KL terms per epoch (nats per example).
+    """Train and test negative ELBO, reconstruction and KL terms per epoch (nats per example), and the
+    train and test negative IWAE bound when the history has it (train.objective iwae): each panel
+    draws one quantity on both splits.
 
     `history` rows are training.train's; numeric strings (rows of csv.DictReader) work too.
     """
     epochs = [float(row["epoch"]) for row in history]
     marker = "o" if len(history) <= 30 else None
-    fig = _figure(13.0, 3.8)
-    for k, (key, title) in enumerate(CURVES):
-        ax = fig.add_subplot(1, 3, k + 1)
+    curves = CURVES + ((IWAE_CURVE,) if f"train_{IWAE_CURVE[0]}" in history[0] else ())
+    fig = _figure(13.0 * len(curves) / 3, 3.8)
+    for k, (key, title) in enumerate(curves):
+        ax = fig.add_subplot(1, len(curves), k + 1)
         for split in ("train", "test"):
             values = [float(row[f"{split}_{key}"]) for row in history]
             ax.plot(epochs, values, marker=marker, markersize=3, label=split)

@@ -5,7 +5,8 @@ Each likelihood returns log p(x|z) with its normalising constant:
                         log-probability only for binary x, otherwise an unnormalised score)
   continuous_bernoulli  the Bernoulli term plus log C(l), C(l) = 2 artanh(1 - 2l) / (1 - 2l)
                         (Loaiza-Ganem & Cunningham 2019), a density on [0, 1]
-  gaussian              log N(x; sigmoid(logits), sigma^2), sigma fixed or learned per pixel
+  gaussian              log N(x; sigmoid(logits), sigma^2), sigma fixed or learned per pixel; a learned
+                        sigma is gaussian_sigma_min + exp(log_sigma), never below the floor
 """
 
 from __future__ import annotations
@@ -69,9 +70,16 @@ def log_likelihood(config, x: torch.Tensor, logits: torch.Tensor, log_sigma: tor
         return bernoulli_log_prob(x, logits)
     if config.likelihood == "continuous_bernoulli":
         return continuous_bernoulli_log_prob(x, logits)
+    return gaussian_log_prob(x, logits, gaussian_log_sigma(config, log_sigma))
+
+
+def gaussian_log_sigma(config, log_sigma: torch.Tensor) -> torch.Tensor:
+    """log sigma of the Gaussian likelihood: the fixed value, or log(sigma_min + exp(log_sigma)) when
+    learned (smooth, with a gradient everywhere, and never below log sigma_min)."""
     if config.gaussian_sigma != "learned":
-        log_sigma = torch.full_like(log_sigma, math.log(config.gaussian_sigma))
-    return gaussian_log_prob(x, logits, log_sigma)
+        return torch.full_like(log_sigma, math.log(config.gaussian_sigma))
+    return torch.logaddexp(log_sigma, torch.tensor(math.log(config.gaussian_sigma_min), dtype=log_sigma.dtype,
+                                                   device=log_sigma.device))
 
 
 def likelihood_mean(likelihood: str, logits: torch.Tensor) -> torch.Tensor:
@@ -87,9 +95,11 @@ def likelihood_mean(likelihood: str, logits: torch.Tensor) -> torch.Tensor:
     return torch.where(far, mean, 0.5 + logits / 12)
 
 
-def negative_elbo(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One-sample estimate of -ELBO split into (reconstruction -log p(x|z), KL), each per example."""
-    logits, mu, logvar = model(x)
+def negative_elbo(model, x: torch.Tensor,
+                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One-sample estimate of -ELBO split into (reconstruction -log p(x|z), KL), each per example; z is
+    drawn from `generator`, or the global generator when None."""
+    logits, mu, logvar = model(x) if generator is None else model(x, generator)
     return -model.log_px(x, logits), kl_divergence(full(mu), full(logvar))
 
 
