@@ -1,4 +1,5 @@
-"""render: the trained model's figures -> reports/figures/*.png, added to the MLflow run."""
+"""render: the trained model's figures -> reports/figures/*.png, added to the MLflow run, and the latent
+explorer -> reports/explorer.html."""
 
 import csv
 import shutil
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from mnist_vae import figures
+from mnist_vae import explorer, figures
 from mnist_vae.cli import run_stage
 from mnist_vae.errors import UserError
 from mnist_vae.io import load_npz
@@ -17,6 +18,7 @@ from mnist_vae.tracking import resume_run
 
 TEST, HISTORY = Path("data/processed/test.npz"), Path("metrics/history.csv")
 MODEL, RUN, OUT = Path("models/vae.pt"), Path("models/mlflow_run.json"), Path("reports/figures")
+EXPLORER = Path("reports/explorer.html")
 
 
 def main(params):
@@ -34,6 +36,12 @@ def main(params):
         print(f"render: {len(list(OUT.glob('*.png')))} figures in {OUT}/")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    if params.render.explorer:
+        explorer.write(EXPLORER, model, torch.from_numpy(test["x"]), test["y"], params.seed,
+                       params.evaluate.active_unit_threshold)
+        print(f"render: the latent explorer in {EXPLORER} ({EXPLORER.stat().st_size / 1e6:.1f} MB)")
+    else:
+        explorer.write_off_notice(EXPLORER)
 
 
 def wanted(p, model, x, y, seed):
