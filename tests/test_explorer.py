@@ -227,6 +227,20 @@ def test_sliders_set_z_and_the_page_decodes_like_pytorch(browser, pages, arch):
     assert pytorch_image(model, z).std() > 0.05  # the images compared are not flat
 
 
+def test_sliders_are_ordered_by_kl_with_inactive_units_marked(browser, pages):
+    model, path = pages["mlp"]
+    open_page(browser, path)
+    x, y = test_digits()
+    units = explorer.page_data(model, x, y, seed=0, threshold=0.01)["units"]
+    rows = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#unit-list .unit'), r => [Number(r.querySelector('input')"
+        ".dataset.unit), r.classList.contains('inactive'), r.querySelector('label').textContent])")
+    assert [j for j, _, _ in rows] == units["order"]
+    assert [inactive for _, inactive, _ in rows] == [not units["active"][j] for j in units["order"]]
+    assert [label for _, _, label in rows] == [f"z{j + 1}" for j in units["order"]]
+    assert browser.find_element("css selector", ".divider").text == "inactive units"
+
+
 def test_a_slider_moves_with_the_keyboard(browser, pages):
     from selenium.webdriver.common.keys import Keys
 
