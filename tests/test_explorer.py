@@ -117,9 +117,10 @@ def test_units_are_ordered_by_kl_and_marked_by_evaluates_rule():
     x, y = test_digits()
     data = explorer.page_data(model, x, y, seed=0, threshold=0.01)
     mu, logvar = evaluation.encode_all(model, x)
-    kl = objectives.kl_per_dim(mu.double(), logvar.double()).mean(0)
+    kl = objectives.kl_per_dim(mu, logvar).mean(0)
     assert data["units"]["order"] == torch.argsort(kl, descending=True).tolist()
-    active = (mu.double().var(0) > 0.01).tolist()
+    assert data["units"]["kl"] == kl.tolist()
+    active = (mu.var(0) > 0.01).tolist()
     assert data["units"]["active"] == active and 0 < sum(active) < model.latent_dim
     assert data["numbers"]["active_units"] == sum(active)
     assert data["model"]["parameters"] == sum(p.numel() for p in model.parameters())

@@ -107,16 +107,16 @@ def page_data(model, x_test: torch.Tensor, y_test: np.ndarray, seed: int, thresh
     y = np.asarray(y_test)
     mu, logvar = evaluation.encode_all(model, x)
     mu, logvar = mu.cpu(), logvar.cpu()
-    kl = objectives.kl_per_dim(mu.double(), logvar.double()).mean(0)
-    active = evaluation.active_unit_mask(mu.double(), threshold)
+    # in float32, as evaluate computes them for metrics/eval.json
+    kl = objectives.kl_per_dim(mu, logvar).mean(0)
+    active = evaluation.active_unit_mask(mu, threshold)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         elbo = evaluation.elbo_parts(model, x)
     plane = latent_plane(mu.double().numpy())
     points = plane.coordinates(mu[:MAP_POINTS].double().numpy())
     gallery = _gallery(y)
-    # the sliders reach every test encoding
-    reach = np.maximum(SLIDER_SPAN, np.ceil(mu.abs().amax(0).numpy() * 10) / 10) if len(mu) else None
+    reach = np.maximum(SLIDER_SPAN, np.ceil(mu.abs().amax(0).numpy() * 10) / 10)  # to every test encoding
     config = model.config
     return {
         "model": {
@@ -135,10 +135,10 @@ def page_data(model, x_test: torch.Tensor, y_test: np.ndarray, seed: int, thresh
         "decoder": decoder_layers(model.decoder, model.latent_dim),
         "units": {
             "kl": kl.tolist(),
-            "variance": mu.double().var(0).tolist() if len(mu) > 1 else [0.0] * model.latent_dim,
+            "variance": mu.var(0).nan_to_num(0.0).tolist(),
             "active": active.tolist(),
             "order": sorted(range(model.latent_dim), key=lambda j: (-float(kl[j]), j)),
-            "reach": reach.tolist() if reach is not None else [SLIDER_SPAN] * model.latent_dim,
+            "reach": reach.tolist(),
         },
         "map": {
             "origin": _f32(plane.origin), "axes": _f32(plane.axes), "labels": list(plane.labels),
