@@ -37,7 +37,7 @@ WIDTH, HEIGHT = 1280, 800
 # ------------------------------------------------------------------ models and pages
 
 
-def test_digits(n: int = 300):
+def fixture_digits(n: int = 300):
     with np.load(FIXTURE) as f:
         x = f["x_test"][:n].reshape(-1, 784).astype(np.float32) / 255
         return torch.from_numpy(x), f["y_test"][:n]
@@ -65,7 +65,7 @@ def make_model(architecture: str) -> VAE:
 @pytest.fixture(scope="module")
 def pages(tmp_path_factory):
     """{'mlp': (model, page path), 'conv': (...)}, each page written by explorer.write."""
-    x, y = test_digits()
+    x, y = fixture_digits()
     folder = tmp_path_factory.mktemp("explorer")
     out = {}
     for arch in ("mlp", "conv"):
@@ -114,7 +114,7 @@ def test_a_layer_the_page_cannot_run_is_refused():
 
 def test_units_are_ordered_by_kl_and_marked_by_evaluates_rule():
     model = make_model("mlp")
-    x, y = test_digits()
+    x, y = fixture_digits()
     data = explorer.page_data(model, x, y, seed=0, threshold=0.01)
     mu, logvar = evaluation.encode_all(model, x)
     kl = objectives.kl_per_dim(mu, logvar).mean(0)
@@ -127,7 +127,7 @@ def test_units_are_ordered_by_kl_and_marked_by_evaluates_rule():
 
 
 def test_the_map_is_the_latent_plane_in_2d_and_principal_directions_otherwise():
-    x, y = test_digits()
+    x, y = fixture_digits()
     conv, mlp = make_model("conv"), make_model("mlp")
     data = explorer.page_data(conv, x, y, seed=0, threshold=0.01)["map"]
     mu = evaluation.encode_all(conv, x)[0].numpy()
@@ -143,7 +143,7 @@ def test_the_map_is_the_latent_plane_in_2d_and_principal_directions_otherwise():
 
 def test_the_page_is_one_file_that_names_no_other():
     model = make_model("mlp")
-    x, y = test_digits(50)
+    x, y = fixture_digits(50)
     html = explorer.render(explorer.page_data(model, x, y, seed=0, threshold=0.01))
     lowered = html.lower()
     for needle in ("http://", "https://", " src=", " href=", "@import", "url("):
@@ -231,7 +231,7 @@ def test_sliders_set_z_and_the_page_decodes_like_pytorch(browser, pages, arch):
 def test_sliders_are_ordered_by_kl_with_inactive_units_marked(browser, pages):
     model, path = pages["mlp"]
     open_page(browser, path)
-    x, y = test_digits()
+    x, y = fixture_digits()
     units = explorer.page_data(model, x, y, seed=0, threshold=0.01)["units"]
     rows = browser.execute_script(
         "return Array.from(document.querySelectorAll('#unit-list .unit'), r => [Number(r.querySelector('input')"
@@ -306,7 +306,7 @@ def test_the_map_decodes_the_point_hovered_or_clicked(browser, pages, arch):
 def test_interpolation_between_two_gallery_digits(browser, pages):
     model, path = pages["mlp"]
     open_page(browser, path)
-    x, y = test_digits()
+    x, y = fixture_digits()
     index = json.loads(browser.execute_script("return JSON.stringify(DATA.gallery.index)"))
     browser.find_element("id", "digit-2").click()  # becomes A
     browser.find_element("id", "digit-7").click()  # becomes B
@@ -374,7 +374,7 @@ def test_no_request_leaves_the_page_and_it_fits_1280x800(browser, pages, arch, t
 def _render_workspace(root: Path, explorer_on: bool) -> dict:
     """A folder laid out as the render stage reads it (small MLP, 100 fixture test digits, every figure
     off), and the environment to run the stage in; a real MLflow run in a sqlite store under root."""
-    x, y = test_digits(100)
+    x, y = fixture_digits(100)
     save_npz(root / "data/processed/test.npz", {"x": x.numpy(), "y": y})
     torch.manual_seed(0)
     save_checkpoint(root / "models/vae.pt", VAE(ModelParams(hidden_dims=[32], latent_dim=3)))
