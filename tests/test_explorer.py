@@ -167,7 +167,9 @@ def browser():
     missing = [name for name, found in (("chromium", chromium), ("chromedriver", driver_path),
                                         ("selenium", webdriver)) if not found]
     if missing:
-        reason = f"needs {', '.join(missing)}: {INSTALL}, and pip install selenium"
+        how = [INSTALL] if {"chromium", "chromedriver"} & set(missing) else []
+        how += ["pip install selenium"] if "selenium" in missing else []
+        reason = f"needs {', '.join(missing)}: {' and '.join(how)}"
         if os.environ.get("CI") == "true":
             pytest.fail(reason)
         pytest.skip(reason)
