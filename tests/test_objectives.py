@@ -96,6 +96,14 @@ def test_continuous_bernoulli_mean_matches_numeric_mean():
         assert objectives.likelihood_mean("continuous_bernoulli", lg).item() == pytest.approx(numeric, abs=1e-5)
 
 
+def test_continuous_bernoulli_mean_is_accurate_in_float32():
+    logits = torch.linspace(-4, 4, 400_001, dtype=torch.float32)
+    ld = logits.double()  # exact mean 1 / (1 - e^-l) - 1 / l, in float64 away from 0
+    exact = torch.where(ld.abs() > 1e-4, 1 / -torch.expm1(-ld) - 1 / ld, 0.5 + ld / 12)
+    got = objectives.likelihood_mean("continuous_bernoulli", logits).double()
+    assert (got - exact).abs().max().item() < 1e-6
+
+
 @pytest.mark.parametrize("sigma", [0.05, 0.3, 1.0])
 def test_gaussian_integrates_to_one(sigma):
     logit = torch.tensor([[0.4]], dtype=torch.float64)

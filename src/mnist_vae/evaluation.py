@@ -76,9 +76,14 @@ def bits_per_dim(nll_nats: float) -> float:
     return (nll_nats + D * math.log(256)) / (D * LN2)
 
 
+def active_unit_mask(mu: torch.Tensor, threshold: float = 0.01) -> torch.Tensor:
+    """Per unit: does its posterior mean vary over the data, Var_x(E_q[z_j | x]) > threshold (Burda et al. 2015)?"""
+    return mu.var(dim=0) > threshold
+
+
 def active_units(mu: torch.Tensor, threshold: float = 0.01) -> int:
-    """Units whose posterior mean varies over the data: Var_x(E_q[z_j | x]) > threshold (Burda et al. 2015)."""
-    return int((mu.var(dim=0) > threshold).sum())
+    """How many units are active (see :func:`active_unit_mask`)."""
+    return int(active_unit_mask(mu, threshold).sum())
 
 
 def mutual_information(mu: torch.Tensor, logvar: torch.Tensor, max_elements: int = 1 << 22) -> float:

@@ -249,18 +249,37 @@ def reparameterization(model, x_test, generator: torch.Generator, n: int = 1000)
     return fig
 
 
-def _project(mu: np.ndarray) -> tuple[np.ndarray, str, str]:
-    """2-D coordinates of the encoder means, and their axis labels: the latent itself when it is 2-D,
-    else its first two principal components (signs fixed so the largest loading is positive)."""
-    if mu.shape[1] == 2:
-        return mu, "z1", "z2"
-    if mu.shape[1] == 1:
-        return np.hstack([mu, np.zeros_like(mu)]), "z1", "(1-D latent)"
-    centred = mu - mu.mean(0)
-    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+@dataclass
+class LatentPlane:
+    """A plane through the latent space: z = origin + a * axes[0] + b * axes[1]."""
+
+    origin: np.ndarray  # (d,)
+    axes: np.ndarray  # (2, d), orthonormal rows (the second is zero for a 1-D latent)
+    labels: tuple[str, str]  # what a and b are
+
+    def coordinates(self, z: np.ndarray) -> np.ndarray:
+        """(n, d) latent vectors -> their (n, 2) coordinates (a, b) on the plane."""
+        return (z - self.origin) @ self.axes.T
+
+
+def latent_plane(mu: np.ndarray) -> LatentPlane:
+    """The plane the encoder means are shown on: the latent itself when it is 2-D, else their first two
+    principal directions through their mean (signs fixed so the largest loading is positive)."""
+    d = mu.shape[1]
+    if d <= 2:
+        axes = np.eye(2, d)
+        return LatentPlane(np.zeros(d), axes, ("z1", "z2") if d == 2 else ("z1", "(1-D latent)"))
+    origin = mu.mean(0)
+    _, s, vt = np.linalg.svd(mu - origin, full_matrices=False)
     vt = vt[:2] * np.sign(vt[:2][np.arange(2), np.abs(vt[:2]).argmax(1)])[:, None]
     share = s**2 / max((s**2).sum(), 1e-300)
-    return centred @ vt.T, f"PC 1 ({share[0]:.0%} var)", f"PC 2 ({share[1]:.0%} var)"
+    return LatentPlane(origin, vt, (f"PC 1 ({share[0]:.0%} var)", f"PC 2 ({share[1]:.0%} var)"))
+
+
+def _project(mu: np.ndarray) -> tuple[np.ndarray, str, str]:
+    """2-D coordinates of the encoder means on :func:`latent_plane`, and their axis labels."""
+    plane = latent_plane(mu)
+    return plane.coordinates(mu), *plane.labels
 
 
 @torch.no_grad()

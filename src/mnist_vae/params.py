@@ -132,6 +132,8 @@ class RenderParams(Section):
     manifold_grid: Annotated[int, Strict(), Field(ge=0, le=40)] = 20
     histograms: bool = True
     curves: bool = True
+    # reports/explorer.html: the decoder in one offline page (false: a short page saying it is off)
+    explorer: bool = True
 
 
 class TrackingParams(Section):
