@@ -7,7 +7,7 @@ import contextlib
 import hashlib
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from tqdm import tqdm
@@ -124,7 +124,8 @@ def make_optimizer(model, p: TrainParams) -> torch.optim.Optimizer:
     return torch.optim.Adam(model.parameters(), lr=p.lr, fused=True)
 
 
-def train(model, data: Data, p: TrainParams, seed: int, device: torch.device) -> list[dict]:
+def train(model, data: Data, p: TrainParams, seed: int, device: torch.device,
+          on_epoch: Callable[[dict], None] = lambda row: None) -> list[dict]:
     """Train in place and return the per-epoch history rows (mean per-example figures, nats).
 
     Every row holds the negative ELBO and its reconstruction and KL terms on the training set (the
@@ -161,6 +162,7 @@ def train(model, data: Data, p: TrainParams, seed: int, device: torch.device) ->
         row["epoch_time"] = time.perf_counter() - start
         row["time"] = time.time()  # the epoch's wall-clock end (Unix seconds): the metric timestamps in MLflow
         history.append(row)
+        on_epoch(row)  # each finished epoch's row, as it comes
         bound = (f"  -IWAE(K={p.iw_samples}) train {row['train_neg_iwae_bound']:8.2f} test "
                  f"{row['test_neg_iwae_bound']:8.2f}") if p.objective == "iwae" else ""
         tqdm.write(
