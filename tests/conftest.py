@@ -351,3 +351,38 @@ def npz_bytes_of(tmp_path):
         return path.read_bytes()
 
     return write
+
+
+# --------------------------------------------------------------------------- a trained model
+
+
+FIXTURE_DIGITS = REPO_ROOT / "tests" / "fixtures" / "mnist_small.npz"
+
+
+@pytest.fixture(scope="session")
+def small_vae_project(tmp_path_factory) -> Path:
+    """A project folder as the pipeline leaves it, from a VAE trained briefly on the fixture's 1000 real
+    digits (latent_dim 4, hidden 64, 3 epochs, about a second): params.yaml (dequantize.mode uniform,
+    so a test can tell it from the default), models/vae.pt, data/processed/test.npz (200 digits,
+    dequantized) and data/raw/mnist.npz. Treat it as read-only; copy it to change it."""
+    import torch
+
+    from mnist_vae import training
+    from mnist_vae.data import dequantize_splits
+    from mnist_vae.io import save_npz
+    from mnist_vae.model import VAE, save_checkpoint
+    from mnist_vae.params import ModelParams, TrainParams
+
+    root = tmp_path_factory.mktemp("vae-project")
+    with np.load(FIXTURE_DIGITS) as f:
+        raw = {k: f[k] for k in f.files}
+    splits = dequantize_splits(raw, "uniform", 0)
+    save_npz(root / "data" / "raw" / "mnist.npz", raw)
+    save_npz(root / "data" / "processed" / "test.npz", splits["test"])
+    (root / "params.yaml").write_text("seed: 0\ndequantize:\n  mode: uniform\n")
+    torch.manual_seed(0)
+    model = VAE(ModelParams(hidden_dims=[64], latent_dim=4))
+    data = training.Data(torch.from_numpy(splits["train"]["x"]), torch.from_numpy(splits["test"]["x"]))
+    training.train(model, data, TrainParams(epochs=3, batch_size=100), 0, torch.device("cpu"))
+    save_checkpoint(root / "models" / "vae.pt", model)
+    return root
