@@ -386,3 +386,38 @@ def small_vae_project(tmp_path_factory) -> Path:
     training.train(model, data, TrainParams(epochs=3, batch_size=100), 0, torch.device("cpu"))
     save_checkpoint(root / "models" / "vae.pt", model)
     return root
+
+
+LOG_SMALL_VAE = """
+import json, sys
+import mlflow
+from mnist_vae import load, serving
+vae = load(sys.argv[1])
+experiment = mlflow.create_experiment("mnist-vae", artifact_location=sys.argv[2])
+with mlflow.start_run(experiment_id=experiment) as run:
+    mlflow.log_params({"dequantize.mode": vae.dequantize, "model.latent_dim": vae.latent_dim})
+    mlflow.log_metrics({"test_total": 150.5, "eval.test.iw_nll": 140.25})
+    info = serving.log_model(vae, vae.dequantize, registered_model_name="mnist-vae")
+print(json.dumps({"run_id": run.info.run_id, "version": info.registered_model_version}))
+"""
+
+
+@pytest.fixture(scope="session")
+def registered_vae(small_vae_project, tmp_path_factory):
+    """small_vae_project's model logged with mnist_vae.serving to a fresh sqlite MLflow store and
+    registered as mnist-vae (in a child process, so this process's MLflow state stays untouched).
+    Gives tracking_uri, run_id, version and env (os.environ plus MLFLOW_TRACKING_URI) for commands."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import types
+
+    store = tmp_path_factory.mktemp("mlflow-store")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}", "MLFLOW_DISABLE_TELEMETRY": "true",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT / "src"), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, "-c", LOG_SMALL_VAE, str(small_vae_project / "models" / "vae.pt"),
+                           (store / "artifacts").as_uri()], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    logged = json.loads(proc.stdout.strip().splitlines()[-1])
+    return types.SimpleNamespace(tracking_uri=env["MLFLOW_TRACKING_URI"], env=env, **logged)

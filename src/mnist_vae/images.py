@@ -5,10 +5,11 @@ and centred by their centre of mass in a 28x28 frame. :func:`read_digit` does th
 of a handwritten digit of any size and colour:
 
 1. flatten transparency onto white paper and convert to grey (ITU-R 601 luma, Pillow's "L");
-2. if the border is mostly bright (dark ink on light paper), invert it, and say so;
+2. if the border is mostly bright (dark ink on light paper), invert it, and say so; then take the
+   border's median level off every pixel, so the background is black as in MNIST;
 3. a picture that is already 28x28 is kept as it is (it is taken to be MNIST-like); any other size
    is cropped to its ink (pixels above 1/4 of the brightest), scaled so its longer side is 20
-   pixels, and pasted into 28x28 with its centre of mass at the centre.
+   pixels, and pasted into 28x28 with its centre of mass at pixel (14, 14), where MNIST's lie.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from mnist_vae.io import atomic_path
 
 SIDE = 28
 BOX = 20  # MNIST's size-normalisation box
+CENTRE = 14.0  # where MNIST's centres of mass lie (row and column 14.0 on average over its digits)
 INK = 0.25  # a pixel is ink when brighter than this fraction of the brightest pixel
 
 
@@ -50,7 +52,12 @@ def read_digit(path: str | Path) -> tuple[np.ndarray, str]:
     border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
     if np.median(border) > 127:
         grey = 255.0 - grey
+        border = 255.0 - border
         steps.append("inverted (light background: read as dark ink on light paper)")
+    background = float(np.median(border))
+    if background > 0:  # paper is never quite white (nor a photo's background black): make it 0, as MNIST's
+        grey = np.clip(grey - background, 0, None)
+        steps.append(f"background level {background:.0f} taken off")
     if grey.shape == (SIDE, SIDE):
         steps.append("28x28 kept as is")
         return np.rint(grey).astype(np.uint8), ", ".join(steps)
@@ -75,8 +82,8 @@ def _normalise(grey: np.ndarray) -> tuple[np.ndarray, str]:
     total = small.sum()
     ys, xs = np.indices(small.shape)
     cy, cx = (ys * small).sum() / total, (xs * small).sum() / total
-    top = int(np.clip(round((SIDE - 1) / 2 - cy), 0, SIDE - small.shape[0]))
-    left = int(np.clip(round((SIDE - 1) / 2 - cx), 0, SIDE - small.shape[1]))
+    top = int(np.clip(round(CENTRE - cy), 0, SIDE - small.shape[0]))
+    left = int(np.clip(round(CENTRE - cx), 0, SIDE - small.shape[1]))
     frame[top:top + small.shape[0], left:left + small.shape[1]] = small
     return np.rint(frame).astype(np.uint8), f"ink {w}x{h} scaled to {size[0]}x{size[1]}, centred by mass in 28x28"
 
