@@ -179,13 +179,14 @@ def write_npy(path: Path, array) -> None:
         np.save(f, np.asarray(array, dtype=np.float32), allow_pickle=False)
 
 
-def write_images(out: Path, images: torch.Tensor, what: str) -> None:
+def write_images(out: Path, images: torch.Tensor, what: str, columns: Optional[int] = None) -> None:
+    """(N, 784) images -> .npy, or a .png grid of `columns` columns (default: about square)."""
     from mnist_vae.images import save_grid
 
     if out.suffix == ".npy":
         write_npy(out, images)
     else:
-        save_grid(out, grid(images))
+        save_grid(out, grid(images, columns))
     note(f"wrote {out} ({what})")
 
 
@@ -248,7 +249,8 @@ def cmd_interpolate(args, model, digits):
     out = check_output(args.output, (".png", ".npy"))
     z1, z2 = endpoint(args.start, model, digits), endpoint(args.end, model, digits)
     path = inference.interpolate(z1, z2, args.steps, slerp=args.slerp)
-    write_images(out, inference.decode(model, path), f"{args.steps} steps, {'spherical' if args.slerp else 'linear'}")
+    write_images(out, inference.decode(model, path), f"{args.steps} steps, {'spherical' if args.slerp else 'linear'}",
+                 columns=args.steps)
 
 
 def cmd_traverse(args, model, digits):

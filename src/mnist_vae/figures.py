@@ -301,7 +301,7 @@ def labelled_grid(canvas: np.ndarray, labels: list[str], title: str = "") -> Fig
     rows = (canvas.shape[0] + PAD) // (SIDE + PAD)
     if len(labels) != rows:
         raise ValueError(f"{len(labels)} labels for {rows} rows")
-    fig, ax = _grid_figure(canvas, 1.6, 0.6 if title else 0.3, min_w=3.0)
+    fig, ax = _grid_figure(canvas, 1.9, 0.6 if title else 0.3, min_w=3.6)
     ax.set_yticks(_centres(rows), labels, fontsize=8)
     ax.tick_params(axis="y", length=0)
     if title:
