@@ -66,10 +66,10 @@ def vae(small_vae_project):
 
 
 @pytest.fixture
-def test_x(small_vae_project):
-    """The test digits as the command reads them: data/processed/test.npz's x."""
-    with np.load(small_vae_project / "data" / "processed" / "test.npz") as f:
-        return torch.from_numpy(f["x"])
+def test_x(small_vae_project, vae):
+    """The test digits as the command reads them: data/raw/mnist.npz's pixels, preprocessed."""
+    with np.load(small_vae_project / "data" / "raw" / "mnist.npz") as f:
+        return preprocess(f["x_test"], vae.dequantize)
 
 
 def a_digit_file(project) -> Path:
@@ -149,6 +149,14 @@ def test_traverse_orders_the_units_by_kl_on_test_digits(project, vae, test_x, cl
     assert f"z{order[0]} {kl[order[0]]:.2f}" in proc.stderr
     cli("traverse", "--dim", 2, "-o", "t.png")
     assert PIL.Image.open(project / "t.png").format == "PNG"
+
+
+def test_without_raw_mnist_test_digits_come_from_data_processed(project, vae, cli):
+    (project / "data" / "raw" / "mnist.npz").unlink()
+    cli("encode", 5, "-o", "z.npy")
+    with np.load(project / "data" / "processed" / "test.npz") as f:
+        x = torch.from_numpy(f["x"][[5]])  # the dequantized digit, noise and all
+    assert np.array_equal(np.load(project / "z.npy")[:, 0], inference.encode(vae, x)[0].numpy())
 
 
 def test_info_names_the_model_its_mode_and_numbers(project):

@@ -2,9 +2,10 @@
 interpolate, traverse, info). Each subcommand has --help; each takes --model as a checkpoint path
 (default models/vae.pt), runs:/<run id>/model or models:/<name>/<version>.
 
-Test digits are named by their index in the test set: data/processed/test.npz (the pipeline's own test
-input, exactly as evaluate scored it) or, without it, data/raw/mnist.npz through `preprocess`; --data
-points elsewhere. Image files are read as mnist_vae.images.read_digit describes.
+Test digits are named by their index in the test set: data/raw/mnist.npz's pixels through
+`preprocess` (deterministic, and what a client of the served model sends), or without it
+data/processed/test.npz (the pipeline's own dequantized test input, with its noise); --data points
+elsewhere. Image files are read as mnist_vae.images.read_digit describes.
 """
 
 from __future__ import annotations
@@ -54,17 +55,17 @@ class TestDigits:
     def _load(self) -> torch.Tensor:
         if self._x is not None:
             return self._x
-        candidates = [Path(self.path)] if self.path else [PROCESSED_TEST, RAW]
+        candidates = [Path(self.path)] if self.path else [RAW, PROCESSED_TEST]
         path = next((c for c in candidates if c.is_file()), None)
         if path is None:
             raise UserError(f"no test digits: {' or '.join(map(str, candidates))} is missing; "
-                            "run `dvc repro dequantize` or pass --data test.npz|mnist.npz")
+                            "run `dvc repro download` or pass --data mnist.npz|test.npz")
         try:
             with np.load(path, allow_pickle=False) as f:
-                if "x" in f.files:  # data/processed: already the model's input
-                    x, self.labels = torch.from_numpy(np.asarray(f["x"], np.float32)), f["y"] if "y" in f.files else None
-                elif "x_test" in f.files:  # raw MNIST (Keras layout): uint8 pixels
+                if "x_test" in f.files:  # raw MNIST (Keras layout): uint8 pixels
                     x, self.labels = inference.preprocess(f["x_test"], self.model.dequantize), f["y_test"] if "y_test" in f.files else None
+                elif "x" in f.files:  # data/processed: already the model's input
+                    x, self.labels = torch.from_numpy(np.asarray(f["x"], np.float32)), f["y"] if "y" in f.files else None
                 else:
                     raise UserError(f"{path} holds neither 'x' (data/processed) nor 'x_test' (mnist.npz); pass --data test.npz|mnist.npz")
         except (OSError, ValueError) as exc:
@@ -316,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--dequantize", choices=inference.DEQUANTIZE_MODES,
                         help="the dequantization the model was trained with (default: read from dvc.lock / params.yaml "
                              "beside the checkpoint, or from the MLflow model or run)")
-    common.add_argument("--data", help="test digits: data/processed/test.npz (default) or an mnist.npz (x_test)")
+    common.add_argument("--data", help="test digits: an mnist.npz (x_test; default data/raw/mnist.npz) or a data/processed/test.npz (x)")
 
     parser = Parser(prog=PROG, description="Use a trained MNIST VAE: sample, reconstruct, encode, decode, "
                     "interpolate, traverse, info.")
