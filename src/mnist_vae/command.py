@@ -184,7 +184,7 @@ def write_images(out: Path, images: torch.Tensor, what: str, columns: Optional[i
     """(N, 784) images -> .npy, or a .png grid of `columns` columns (default: about square)."""
     from mnist_vae.images import save_grid
 
-    if out.suffix == ".npy":
+    if out.suffix.lower() == ".npy":
         write_npy(out, images)
     else:
         save_grid(out, grid(images, columns))
@@ -204,7 +204,7 @@ def cmd_reconstruct(args, model, digits):
     out = check_output(args.output, (".png", ".npy"))
     x = read_inputs(args.inputs, model, digits)
     recon = inference.reconstruct(model, x)
-    if out.suffix == ".npy":
+    if out.suffix.lower() == ".npy":
         write_npy(out, recon)
     else:
         from mnist_vae.images import save_grid
@@ -224,7 +224,7 @@ def cmd_reconstruct(args, model, digits):
 def cmd_encode(args, model, digits):
     out = check_output(args.output, (".json", ".npy")) if args.output else None
     mu, logvar = inference.encode(model, read_inputs(args.inputs, model, digits))
-    if out is not None and out.suffix == ".npy":
+    if out is not None and out.suffix.lower() == ".npy":
         write_npy(out, torch.stack([mu, logvar], 1))
         note(f"wrote {out} (shape {(len(mu), 2, model.latent_dim)}: [:, 0] is mu, [:, 1] is log sigma^2)")
         return
@@ -271,9 +271,9 @@ def cmd_traverse(args, model, digits):
     dims = [args.dim] if args.dim is not None else order[: args.units]
     base = None if args.base is None else endpoint(args.base, model, digits)
     images = inference.traverse(model, dims, values, base)
-    if out.suffix == ".npy":
+    if out.suffix.lower() == ".npy":
         write_npy(out, images)
-    elif out.suffix == ".json":
+    elif out.suffix.lower() == ".json":
         save_json(out, {"units": dims, "kl": [kl[j] for j in dims] if kl else None, "values": values.tolist(),
                         "images": images.tolist()})
     else:

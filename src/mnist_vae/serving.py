@@ -99,7 +99,7 @@ def log_model(vae, dequantize: str, name: str = "model", registered_model_name: 
 
     from mlflow.models import Model
 
-    return Model.log(artifact_path=name, flavor=sys.modules[__name__], registered_model_name=registered_model_name,
+    return Model.log(artifact_path=None, name=name, flavor=sys.modules[__name__], registered_model_name=registered_model_name,
                      pytorch_model=vae, dequantize=dequantize, **kwargs)
 
 
