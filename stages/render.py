@@ -1,4 +1,4 @@
-"""render: the trained model's figures -> reports/figures/*.png, added to the MLflow run."""
+"""render: the trained model's figures -> reports/figures/*.png."""
 
 import csv
 import shutil
@@ -12,11 +12,9 @@ from mnist_vae.cli import run_stage
 from mnist_vae.errors import UserError
 from mnist_vae.io import load_npz
 from mnist_vae.model import load_checkpoint
-from mnist_vae.params import flatten
-from mnist_vae.tracking import resume_run
 
 TEST, HISTORY = Path("data/processed/test.npz"), Path("metrics/history.csv")
-MODEL, RUN, OUT = Path("models/vae.pt"), Path("models/mlflow_run.json"), Path("reports/figures")
+MODEL, OUT = Path("models/vae.pt"), Path("reports/figures")
 
 
 def main(params):
@@ -25,12 +23,10 @@ def main(params):
     OUT.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".figures.", dir=OUT.parent))  # renamed over OUT when complete
     try:
-        with resume_run(RUN, flatten(params, ("render",))) as mlflow:
-            for name, fig in wanted(params.render, model, torch.from_numpy(test["x"]), test["y"], params.seed):
-                figures.save(fig, tmp / f"{name}.png")
-            mlflow.log_artifacts(str(tmp), artifact_path="figures")
-            shutil.rmtree(OUT, ignore_errors=True)
-            tmp.rename(OUT)
+        for name, fig in wanted(params.render, model, torch.from_numpy(test["x"]), test["y"], params.seed):
+            figures.save(fig, tmp / f"{name}.png")
+        shutil.rmtree(OUT, ignore_errors=True)
+        tmp.rename(OUT)
         print(f"render: {len(list(OUT.glob('*.png')))} figures in {OUT}/")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

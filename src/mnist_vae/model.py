@@ -104,11 +104,19 @@ class VAE(nn.Module):
         return self.mean(self.decode(z))
 
 
-def save_checkpoint(path: Path, model: VAE) -> None:
-    """State dict plus the model's hyperparameters; loadable with torch.load(weights_only=True)."""
+def save_checkpoint(path: Path, model: VAE, provenance: dict | None = None) -> None:
+    """State dict, the model's hyperparameters and where it came from (strings and numbers);
+    loadable with torch.load(weights_only=True)."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        torch.save({"config": model.config.model_dump(), "state_dict": state}, tmp)
+    # saved through a file object, so the zip's inner folder is not named after the temporary file
+    # and equal models give equal bytes
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save({"config": model.config.model_dump(), "state_dict": state, "provenance": provenance or {}}, f)
+
+
+def checkpoint_provenance(path: Path) -> dict:
+    """What save_checkpoint recorded about the model's training (data digest, torch version, device)."""
+    return torch.load(path, map_location="cpu", weights_only=True).get("provenance", {})
 
 
 def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> VAE:

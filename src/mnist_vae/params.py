@@ -124,6 +124,8 @@ class RenderParams(Section):
 class TrackingParams(Section):
     experiment: Annotated[str, Field(min_length=1)] = "mnist-vae"
     log_model: bool = True
+    # the Model Registry name each run's model is registered under (one version per run)
+    registered_model: Annotated[str, Field(min_length=1)] = "mnist-vae"
 
 
 class Params(Section):
