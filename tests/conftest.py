@@ -390,22 +390,25 @@ def small_vae_project(tmp_path_factory) -> Path:
 
 LOG_SMALL_VAE = """
 import json, sys
+from pathlib import Path
 import mlflow
-from mnist_vae import load, serving
+from mnist_vae import load, tracking
 vae = load(sys.argv[1])
 experiment = mlflow.create_experiment("mnist-vae", artifact_location=sys.argv[2])
 with mlflow.start_run(experiment_id=experiment) as run:
     mlflow.log_params({"dequantize.mode": vae.dequantize, "model.latent_dim": vae.latent_dim})
     mlflow.log_metrics({"test_total": 150.5, "eval.test.iw_nll": 140.25})
-    info = serving.log_model(vae, vae.dequantize, registered_model_name="mnist-vae")
-print(json.dumps({"run_id": run.info.run_id, "version": info.registered_model_version}))
+tracking.log_model(mlflow, run.info.run_id, Path(sys.argv[1]), "mnist-vae", vae.dequantize)  # as track does
+[version] = mlflow.MlflowClient().search_model_versions("name = 'mnist-vae'")
+print(json.dumps({"run_id": run.info.run_id, "version": version.version}))
 """
 
 
 @pytest.fixture(scope="session")
 def registered_vae(small_vae_project, tmp_path_factory):
-    """small_vae_project's model logged with mnist_vae.serving to a fresh sqlite MLflow store and
-    registered as mnist-vae (in a child process, so this process's MLflow state stays untouched).
+    """small_vae_project's model logged and registered as mnist-vae by the track stage's
+    tracking.log_model (so with mnist_vae.serving) in a fresh sqlite MLflow store, in a child process
+    (so this process's MLflow state stays untouched).
     Gives tracking_uri, run_id, version and env (os.environ plus MLFLOW_TRACKING_URI) for commands."""
     import json
     import os

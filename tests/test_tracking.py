@@ -117,6 +117,7 @@ def test_one_run_holds_params_histories_metrics_artifacts_tags_and_model(store, 
     model = mlflow.pytorch.load_model(f"models:/tiny-vae/{version.version}")
     assert isinstance(model, VAE) and model.encode(torch.rand(3, 784))[0].shape == (3, 2)
     assert model.dequantize == result.params.dequantize.mode
+    assert isinstance(mlflow.pytorch.load_model(f"runs:/{run_id}/model"), VAE)  # the model is in the run's experiment
     info = mlflow.models.get_model_info(f"models:/tiny-vae/{version.version}")
     assert info.flavors["python_function"]["loader_module"] == "mnist_vae.serving"  # the served pyfunc
     assert {p.name for p in info.signature.params.params} == {"task", "n", "seed", "temperature"}

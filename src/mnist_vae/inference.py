@@ -384,7 +384,8 @@ def describe(model) -> dict[str, Any]:
         params, metrics = origin.details.get("params", {}), origin.details.get("metrics", {})
         out.update({
             "tracking_uri": origin.details.get("tracking_uri"), "run_id": origin.run_id, "params": params,
-            "training": {k: v for k, v in metrics.items() if not k.startswith("eval.")},
+            # track logs metrics/train.json as train.*, metrics/eval.json as eval.*, and the last epoch's row as is
+            "training": {k.removeprefix("train."): v for k, v in metrics.items() if not k.startswith("eval.")},
             "evaluation": {k.removeprefix("eval."): v for k, v in metrics.items() if k.startswith("eval.")},
         })
     else:
@@ -399,4 +400,7 @@ def describe(model) -> dict[str, Any]:
                     out[key] = f"{path} is not valid JSON"
         if root is not None and (root / "params.yaml").is_file():
             out["params_file"] = str(root / "params.yaml")
+        from mnist_vae.model import checkpoint_provenance
+
+        out["provenance"] = checkpoint_provenance(Path(origin.uri))  # what train recorded: data digest, torch, device
     return out

@@ -93,14 +93,24 @@ def save_model(path, mlflow_model=None, *, pytorch_model, dequantize: str, **kwa
     mlflow_model.save(os.path.join(path, MLMODEL_FILE_NAME))
 
 
-def log_model(vae, dequantize: str, name: str = "model", registered_model_name: Optional[str] = None, **kwargs):
-    """Log `vae` to the active MLflow run with this flavor (and register it if a name is given)."""
+def log_model(vae, dequantize: str, name: str = "model", registered_model_name: Optional[str] = None,
+              run_id: Optional[str] = None, **kwargs):
+    """Log `vae` with this flavor to the active MLflow run, or to the run `run_id` (open or not), and
+    register it if a name is given. Returns MLflow's ModelInfo. Other keyword arguments go to Model.log."""
     import sys
 
+    import mlflow
     from mlflow.models import Model
 
+    active = mlflow.active_run()
+    if run_id is not None and "model_id" not in kwargs and (active is None or active.info.run_id != run_id):
+        # Model.log files a model logged to a run that is not the active one under the default
+        # experiment (MLflow 3), where `runs:/<run id>/model` does not find it: make it in the run's own
+        experiment_id = mlflow.MlflowClient().get_run(run_id).info.experiment_id
+        kwargs["model_id"] = mlflow.initialize_logged_model(name=name, source_run_id=run_id,
+                                                            experiment_id=experiment_id).model_id
     return Model.log(artifact_path=None, name=name, flavor=sys.modules[__name__], registered_model_name=registered_model_name,
-                     pytorch_model=vae, dequantize=dequantize, **kwargs)
+                     run_id=run_id, pytorch_model=vae, dequantize=dequantize, **kwargs)
 
 
 def _load_pyfunc(path, model_config=None):
