@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import PIL.Image
-import PIL.ImageOps
 
 from mnist_vae.errors import UserError
 from mnist_vae.io import atomic_path
