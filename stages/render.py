@@ -1,4 +1,4 @@
-"""render: the trained model's figures -> reports/figures/*.png."""
+"""render: the trained model's figures -> reports/figures/*.png, and the latent explorer -> reports/explorer.html."""
 
 import csv
 import shutil
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from mnist_vae import figures
+from mnist_vae import explorer, figures
 from mnist_vae.cli import run_stage
 from mnist_vae.errors import UserError
 from mnist_vae.io import load_npz
@@ -15,6 +15,7 @@ from mnist_vae.model import load_checkpoint
 
 TEST, HISTORY = Path("data/processed/test.npz"), Path("metrics/history.csv")
 MODEL, OUT = Path("models/vae.pt"), Path("reports/figures")
+EXPLORER = Path("reports/explorer.html")
 
 
 def main(params):
@@ -30,6 +31,12 @@ def main(params):
         print(f"render: {len(list(OUT.glob('*.png')))} figures in {OUT}/")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    if params.render.explorer:
+        explorer.write(EXPLORER, model, torch.from_numpy(test["x"]), test["y"], params.seed,
+                       params.evaluate.active_unit_threshold)
+        print(f"render: the latent explorer in {EXPLORER} ({EXPLORER.stat().st_size / 1e6:.1f} MB)")
+    else:
+        explorer.write_off_notice(EXPLORER)
 
 
 def wanted(p, model, x, y, seed):

@@ -12,7 +12,8 @@ def main(params):
         history=Path("metrics/history.csv"),
         metrics={"train": Path("metrics/train.json"), "eval": Path("metrics/eval.json")},
         artifacts={Path("metrics/history.csv"): "", Path("metrics/train.json"): "", Path("metrics/eval.json"): "",
-                   Path("models/vae.pt"): "checkpoint", Path("reports/figures"): "figures"},
+                   Path("models/vae.pt"): "checkpoint", Path("reports/figures"): "figures",
+                   Path("reports/explorer.html"): ""},
         checkpoint=Path("models/vae.pt"),
     )
     experiment_id, run_id, created = log_result(result)

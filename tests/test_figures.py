@@ -167,6 +167,19 @@ def test_training_curves():
     np.testing.assert_allclose(figures.training_curves(as_csv).axes[2].get_lines()[1].get_ydata(), [20.5, 20.5])
 
 
+def test_training_curves_under_iwae_draw_the_bound_apart_from_the_elbo():
+    rows = [dict(row, train_neg_iwae_bound=150.0 - row["epoch"], test_neg_iwae_bound=152.0 - row["epoch"])
+            for row in history_rows(3)]
+    fig = figures.training_curves(rows)
+    assert [ax.get_title() for ax in fig.axes] == [title for _, title in figures.CURVES] + [figures.IWAE_CURVE[1]]
+    total, bound = fig.axes[0], fig.axes[3]
+    # the ELBO panel holds the ELBO of both splits, the bound panel the bound of both, never mixed
+    np.testing.assert_allclose(total.get_lines()[0].get_ydata(), [199.0, 198.0, 197.0])
+    np.testing.assert_allclose(total.get_lines()[1].get_ydata(), [200.0, 199.0, 198.0])
+    np.testing.assert_allclose(bound.get_lines()[0].get_ydata(), [149.0, 148.0, 147.0])
+    np.testing.assert_allclose(bound.get_lines()[1].get_ydata(), [151.0, 150.0, 149.0])
+
+
 def test_reparameterization(vae5, data):
     fig = figures.reparameterization(vae5, data[0], gen(), n=50)
     assert [ax.get_title() for ax in fig.axes] == [

@@ -223,7 +223,7 @@ def test_the_run_is_complete(repo):
     assert run.data.metrics["eval.posterior.active_units"] == evaluation["posterior"]["active_units"]
     names = {a.path for a in c.list_artifacts(run.info.run_id)} | {
         a.path for a in c.list_artifacts(run.info.run_id, "figures")}
-    assert {"history.csv", "eval.json", "train.json", "checkpoint", "figures/samples.png"} <= names
+    assert {"history.csv", "eval.json", "train.json", "checkpoint", "figures/samples.png", "explorer.html"} <= names
     assert c.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     [version] = c.search_model_versions("name = 'pipeline-vae'")
     assert version.run_id == run.info.run_id
