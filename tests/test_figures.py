@@ -254,3 +254,14 @@ def test_counts_below_one_are_refused(vae2, data):
                  lambda: figures.latent_space(vae2, *data, 0), lambda: figures.manifold(vae2, 0)):
         with pytest.raises(ValueError):
             call()
+
+
+def test_labelled_grid_names_each_row_and_shows_the_canvas():
+    canvas = figures.tile(np.linspace(0, 1, 3 * 4 * 784, dtype=np.float32).reshape(3, 4, 784))
+    fig = figures.labelled_grid(canvas, ["z1", "z0", "z3"], "a title")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["z1", "z0", "z3"]
+    assert ax.get_yticks().tolist() == [13.5, 43.5, 73.5]  # the centres of the three rows of digits
+    assert np.array_equal(ax.images[0].get_array(), canvas) and ax.get_title() == "a title"
+    with pytest.raises(ValueError, match="2 labels for 3 rows"):
+        figures.labelled_grid(canvas, ["a", "b"])

@@ -235,6 +235,19 @@ def test_the_run_is_complete(repo):
     torch.testing.assert_close(by_run.state_dict(), model.state_dict())
 
 
+def test_the_mnist_vae_command_uses_the_pipelines_checkpoint_and_the_version_track_registered(repo, tmp_path):
+    command = shutil.which("mnist-vae", path=env()["PATH"])
+    assert command, "the mnist-vae console script is not installed; run `make setup`"
+    info = json.loads(sh(command, "info", cwd=repo).stdout)
+    assert info["dequantize"]["mode"] == "notebook" and "dvc.lock" in info["dequantize"]["from"]  # what trained it
+    assert info["evaluation"]["test"]["iw_nll"] == json.loads((repo / "metrics/eval.json").read_text())["test"]["iw_nll"]
+    [version] = client(repo).search_model_versions("name = 'pipeline-vae'")
+    for model, out in (("models/vae.pt", "local.npy"), (f"models:/pipeline-vae/{version.version}", "registered.npy")):
+        sh(command, "sample", "-n", "3", "--seed", "2", "--model", model, "-o", str(tmp_path / out), cwd=repo,
+           MLFLOW_TRACKING_URI=f"sqlite:///{repo / 'mlflow.db'}")
+    assert np.array_equal(np.load(tmp_path / "local.npy"), np.load(tmp_path / "registered.npy"))
+
+
 def test_a_cached_training_experiment_gets_its_own_complete_run_and_the_baseline_is_untouched(fork, tmp_path):
     [baseline] = runs(fork)
     before = snapshot(fork, baseline.info.run_id, tmp_path / "before")

@@ -320,6 +320,19 @@ def manifold(model, grid: int, span: float = 3.0) -> Figure:
     return fig
 
 
+def labelled_grid(canvas: np.ndarray, labels: list[str], title: str = "") -> Figure:
+    """A tiled canvas (:func:`tile`) with one label per row of digits on the left."""
+    rows = (canvas.shape[0] + PAD) // (SIDE + PAD)
+    if len(labels) != rows:
+        raise ValueError(f"{len(labels)} labels for {rows} rows")
+    fig, ax = _grid_figure(canvas, 1.9, 0.6 if title else 0.3, min_w=3.6)
+    ax.set_yticks(_centres(rows), labels, fontsize=8)
+    ax.tick_params(axis="y", length=0)
+    if title:
+        ax.set_title(title, fontsize=9)
+    return fig
+
+
 def save(fig: Figure, path: str | os.PathLike) -> None:
     """Write `fig` as a PNG at DPI dots per inch (grayscale when it has no colour), making parent folders.
 
