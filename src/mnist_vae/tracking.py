@@ -126,7 +126,7 @@ def log_result(result: Result) -> tuple[str, str, bool]:
         log = client.log_artifacts if Path(path).is_dir() else client.log_artifact
         steps.append(lambda log=log, path=path, dest=dest: log(run_id, str(path), dest or None))
     if p.log_model:
-        steps.append(lambda: log_model(mlflow, run_id, result.checkpoint, p.registered_model,
+        steps.append(lambda: log_model(run_id, result.checkpoint, p.registered_model,
                                        result.params.dequantize.mode))
     steps.append(lambda: client.set_terminated(run_id, "FINISHED"))
     run_id = None
@@ -174,7 +174,7 @@ def get_or_create_experiment(client, name: str, artifact_location: str | None) -
     return experiment.experiment_id
 
 
-def log_model(mlflow, run_id: str, checkpoint: Path, registered_name: str, dequantize: str) -> None:
+def log_model(run_id: str, checkpoint: Path, registered_name: str, dequantize: str) -> None:
     """Log the VAE with mnist_vae.serving and register it as a new version of `registered_name`:
     mlflow.pytorch.load_model gives back the VAE (its `dequantize` attribute the mode it was trained
     with), and its pyfunc, with a signature and an input example, answers `mlflow models serve`.
