@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
-.PHONY: setup repro test ui bench lock clean
+.PHONY: setup repro track test ui bench lock clean
 
 setup: $(STAMP)
 
@@ -20,6 +20,9 @@ $(STAMP): requirements.lock pyproject.toml
 
 repro: setup  ## run the pipeline (only the stages whose inputs changed)
 	$(BIN)/dvc repro
+
+track: setup  ## log the current outputs to MLflow again (a new or rebuilt store); nothing is retrained
+	$(BIN)/dvc repro -s -f track
 
 test: setup  ## the test suite (what CI runs)
 	$(BIN)/python -m pytest

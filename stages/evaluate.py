@@ -1,4 +1,4 @@
-"""evaluate: models/vae.pt on the test set (and a training slice) -> metrics/eval.json, added to the MLflow run."""
+"""evaluate: models/vae.pt on the test set (and a training slice) -> metrics/eval.json."""
 
 import time
 from pathlib import Path
@@ -9,13 +9,11 @@ from mnist_vae import classifier, evaluation, quality
 from mnist_vae.cli import run_stage
 from mnist_vae.io import load_npz, save_json
 from mnist_vae.model import load_checkpoint
-from mnist_vae.params import flatten, flatten_tree
 from mnist_vae.training import pick_device
-from mnist_vae.tracking import resume_run
 
 TRAIN, TEST = Path("data/processed/train.npz"), Path("data/processed/test.npz")
 RAW, CLASSIFIER = Path("data/raw/mnist.npz"), Path("models/classifier.pt")
-MODEL, RUN, OUT = Path("models/vae.pt"), Path("models/mlflow_run.json"), Path("metrics/eval.json")
+MODEL, OUT = Path("models/vae.pt"), Path("metrics/eval.json")
 
 
 def main(params):
@@ -27,23 +25,18 @@ def main(params):
     raw = load_npz(RAW, ("x_train", "x_test"), "download")
     digit_classifier = classifier.load(CLASSIFIER)
     x_test = test["x"][: p.max_examples] if p.max_examples else test["x"]
-    with resume_run(RUN, flatten(params, ("evaluate", "quality"))) as mlflow:
-        torch.manual_seed(params.seed)
-        start = time.perf_counter()
-        metrics = evaluation.evaluate(model, x_test.to(device), train["x"][: p.train_slice].to(device), p,
-                                      model.config.likelihood, params.dequantize.mode)
-        metrics["eval_time"] = time.perf_counter() - start
-        start = time.perf_counter()
-        metrics["quality"] = quality.evaluate(
-            model, digit_classifier, {"x": train["x"].to(device), "y": train["y"]},
-            {"x": test["x"].to(device), "y": test["y"]}, raw, params.dequantize.mode, params.quality,
-            torch.Generator().manual_seed(params.seed))
-        metrics["quality_time"] = time.perf_counter() - start
-        save_json(OUT, metrics)
-        numbers = {k: v for k, v in flatten_tree(metrics, "eval").items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool)}  # lists and notes stay in the file
-        mlflow.log_metrics(numbers)
-        mlflow.log_artifact(str(OUT))
+    torch.manual_seed(params.seed)
+    start = time.perf_counter()
+    metrics = evaluation.evaluate(model, x_test.to(device), train["x"][: p.train_slice].to(device), p,
+                                  model.config.likelihood, params.dequantize.mode)
+    metrics["eval_time"] = time.perf_counter() - start
+    start = time.perf_counter()
+    metrics["quality"] = quality.evaluate(
+        model, digit_classifier, {"x": train["x"].to(device), "y": train["y"]},
+        {"x": test["x"].to(device), "y": test["y"]}, raw, params.dequantize.mode, params.quality,
+        torch.Generator().manual_seed(params.seed))
+    metrics["quality_time"] = time.perf_counter() - start
+    save_json(OUT, metrics)
     t, q = metrics["test"], metrics["quality"]
     print(f"test: -ELBO {t['nelbo']:.2f}, IWAE(K={p.iw_samples}) NLL {t['iw_nll']:.2f} ± {t['iw_nll_se']:.2f} nats, "
           f"active units {metrics['posterior']['active_units']}/{model.latent_dim}, {metrics['eval_time']:.1f}s")

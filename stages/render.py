@@ -1,4 +1,4 @@
-"""render: the trained model's figures -> reports/figures/*.png, added to the MLflow run."""
+"""render: the trained model's figures -> reports/figures/*.png, and the latent explorer -> reports/explorer.html."""
 
 import csv
 import shutil
@@ -7,17 +7,16 @@ from pathlib import Path
 
 import torch
 
-from mnist_vae import classifier, figures, quality
+from mnist_vae import classifier, explorer, figures, quality
 from mnist_vae.cli import run_stage
 from mnist_vae.errors import UserError
 from mnist_vae.io import load_npz
 from mnist_vae.model import load_checkpoint
-from mnist_vae.params import flatten
-from mnist_vae.tracking import resume_run
 
 TEST, HISTORY = Path("data/processed/test.npz"), Path("metrics/history.csv")
 CLASSIFIER = Path("models/classifier.pt")
-MODEL, RUN, OUT = Path("models/vae.pt"), Path("models/mlflow_run.json"), Path("reports/figures")
+MODEL, OUT = Path("models/vae.pt"), Path("reports/figures")
+EXPLORER = Path("reports/explorer.html")
 
 
 def main(params):
@@ -26,15 +25,19 @@ def main(params):
     OUT.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".figures.", dir=OUT.parent))  # renamed over OUT when complete
     try:
-        with resume_run(RUN, flatten(params, ("render",))) as mlflow:
-            for name, fig in wanted(params, model, torch.from_numpy(test["x"]), test["y"]):
-                figures.save(fig, tmp / f"{name}.png")
-            mlflow.log_artifacts(str(tmp), artifact_path="figures")
-            shutil.rmtree(OUT, ignore_errors=True)
-            tmp.rename(OUT)
+        for name, fig in wanted(params, model, torch.from_numpy(test["x"]), test["y"]):
+            figures.save(fig, tmp / f"{name}.png")
+        shutil.rmtree(OUT, ignore_errors=True)
+        tmp.rename(OUT)
         print(f"render: {len(list(OUT.glob('*.png')))} figures in {OUT}/")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    if params.render.explorer:
+        explorer.write(EXPLORER, model, torch.from_numpy(test["x"]), test["y"], params.seed,
+                       params.evaluate.active_unit_threshold)
+        print(f"render: the latent explorer in {EXPLORER} ({EXPLORER.stat().st_size / 1e6:.1f} MB)")
+    else:
+        explorer.write_off_notice(EXPLORER)
 
 
 def wanted(params, model, x, y):

@@ -165,6 +165,7 @@ def test_missing_file(tmp_path):
     message = str(info.value)
     assert one_line(message)
     assert str(missing) in message and "not found" in message
+    assert "--" not in message  # no option the stages do not have
 
 
 def test_a_folder_is_not_a_params_file(tmp_path):
@@ -273,3 +274,17 @@ def test_dynamic_binarization_needs_binarized_data(tmp_path):
         load_params(write_params(tmp_path, "train:\n  dynamic_binarization: true\n"))
     ok = "dequantize:\n  mode: binarize\ntrain:\n  dynamic_binarization: true\n"
     assert load_params(write_params(tmp_path, ok)).train.dynamic_binarization
+
+
+def test_iwae_rows_per_step_are_bounded(tmp_path):
+    # K x batch_size rows are decoded per step and all kept for the backward pass
+    with pytest.raises(UserError) as info:
+        load_params(write_params(tmp_path, "train:\n  objective: iwae\n  iw_samples: 257\n  batch_size: 128\n"))
+    assert one_line(str(info.value)) and "32896" in str(info.value) and "32768" in str(info.value)
+    assert load_params(write_params(tmp_path, "train:\n  objective: iwae\n  iw_samples: 256\n")).train.iw_samples == 256
+
+
+def test_gaussian_sigma_floor_is_positive(tmp_path):
+    assert load_params(write_params(tmp_path, "")).model.gaussian_sigma_min == 1e-3
+    with pytest.raises(UserError, match="model.gaussian_sigma_min"):
+        load_params(write_params(tmp_path, "model:\n  gaussian_sigma_min: 0\n"))

@@ -1,17 +1,23 @@
 """End to end: the real `dvc repro` in a temporary copy of the repository, on 1200 real digits shipped in
-tests/fixtures, with a real MLflow store (sqlite) in that copy."""
+tests/fixtures, with a real MLflow store (sqlite) in that copy.
+
+Every test passes alone: the module's `repo` has run the whole pipeline once; a test that changes it
+puts it back, and a test that needs a store or a checkout of its own works in a copy (`fork`)."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -24,13 +30,19 @@ from mnist_vae.params import Params
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "mnist_small.npz"
 BIN = Path(sys.executable).parent
+STAGES = ["download", "dequantize", "train", "evaluate", "render", "track"]
 
 pytestmark = pytest.mark.slow
 
 
-def sh(*cmd, cwd, check=True, env=None, timeout=600):
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **(env or {})})
+def env(**extra) -> dict[str, str]:
+    out = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **extra}
+    out.pop("MLFLOW_TRACKING_URI", None)  # each copy uses its own embedded store unless a test says otherwise
+    return {**out, **extra}
+
+
+def sh(*cmd, cwd, check=True, timeout=600, **extra):
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env(**extra))
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -57,14 +69,19 @@ def ran_stages(output: str) -> list[str]:
     return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")]
 
 
+def commit(root: Path, message: str) -> None:
+    sh("git", "add", "-A", cwd=root)
+    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message, "--allow-empty", cwd=root)
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     """A copy of the repository (its tracked and untracked-but-not-ignored files), as its own git repo,
-    with small-data params, after one full `dvc repro`."""
+    with small-data params, after one full `dvc repro`, committed."""
     root = tmp_path_factory.mktemp("pipeline") / "repo"
     files = sh("git", "ls-files", "--cached", "--others", "--exclude-standard", cwd=REPO).stdout.split()
     for rel in files:
-        if (REPO / rel).is_file():
+        if (REPO / rel).is_file() and rel != "dvc.lock":
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / rel, root / rel)
     # start from the schema's defaults (the notebook's set-up), not from whatever the developer's
@@ -76,19 +93,65 @@ def repo(tmp_path_factory) -> Path:
         train={"epochs": 3, "batch_size": 64},
         evaluate={"iw_samples": 10, "train_slice": 200, "mi_examples": 100},
         render={"latent_points": 200, "samples_grid": 4},
-        tracking={"experiment": "pipeline-test", "log_model": True},
+        tracking={"experiment": "pipeline-test", "registered_model": "pipeline-vae"},
     )
     sh("git", "init", "-q", cwd=root)
-    sh("git", "add", "-A", cwd=root)
-    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init", cwd=root)
+    commit(root, "init")
     out = sh("dvc", "repro", cwd=root).stdout
-    assert ran_stages(out) == ["download", "dequantize", "train", "evaluate", "render"], out
+    assert ran_stages(out) == STAGES, out
+    commit(root, "baseline")
     return root
 
 
-def mlflow_runs(root: Path) -> list[tuple[str, str]]:
+@pytest.fixture
+def fork(repo, tmp_path) -> Path:
+    """A copy of `repo` (checkout, DVC cache, MLflow store) that a test may change at will."""
+    root = tmp_path / "fork"
+    shutil.copytree(repo, root, symlinks=True)
+    return root
+
+
+def client(root: Path):
+    import mlflow
+
+    return mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+
+
+def runs(root: Path) -> list:
+    """Every run in the copy's store, oldest first."""
+    if not (root / "mlflow.db").exists():
+        return []
+    c = client(root)
+    found = c.search_runs([e.experiment_id for e in c.search_experiments()], order_by=["attributes.start_time ASC"])
+    return sorted(found, key=lambda r: (r.info.start_time, r.info.end_time or 0))
+
+
+def statuses(root: Path) -> dict[str, str]:
+    """run id -> status, read straight from the sqlite file (no MLflow in between)."""
+    if not (root / "mlflow.db").exists():
+        return {}
     with sqlite3.connect(root / "mlflow.db") as db:
-        return db.execute("select run_uuid, status from runs order by start_time").fetchall()
+        return dict(db.execute("select run_uuid, status from runs"))
+
+
+def snapshot(root: Path, run_id: str, tmp: Path) -> dict:
+    """Everything a user sees of a run: params, metrics (with histories), tags, end time, artifact bytes."""
+    c = client(root)
+    run = c.get_run(run_id)
+    folder = Path(c.download_artifacts(run_id, "", str(tmp)))
+    files = {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+             for p in sorted(folder.rglob("*")) if p.is_file()}
+    histories = {k: [(m.step, m.value, m.timestamp) for m in c.get_metric_history(run_id, k)] for k in run.data.metrics}
+    return {"params": run.data.params, "tags": run.data.tags, "histories": histories, "files": files,
+            "status": run.info.status, "end_time": run.info.end_time}
+
+
+def history_numbers(root: Path) -> list[dict[str, str]]:
+    with open(root / "metrics/history.csv", newline="") as f:
+        return [{k: v for k, v in row.items() if k not in ("epoch_time", "time")} for row in csv.DictReader(f)]
+
+
+# --------------------------------------------------------------------------- the pipeline
 
 
 def test_outputs_are_exact_and_a_second_repro_does_nothing(repo):
@@ -102,6 +165,7 @@ def test_outputs_are_exact_and_a_second_repro_does_nothing(repo):
         assert train["x"].tobytes() == notebook.tobytes()
     for out in ("models/vae.pt", "metrics/train.json", "metrics/eval.json", "metrics/history.csv"):
         assert (repo / out).is_file(), out
+    assert not (repo / "models/mlflow_run.json").exists()
     figures = sorted(p.name for p in (repo / "reports/figures").glob("*.png"))
     assert figures == ["interpolation.png", "latent_space.png", "reconstructions.png",
                        "reparameterization.png", "samples.png", "training_curves.png"]
@@ -109,152 +173,262 @@ def test_outputs_are_exact_and_a_second_repro_does_nothing(repo):
     assert ran_stages(again) == [] and "up to date" in again
 
 
-def test_dvc_sees_metrics_plots_and_the_dag(repo):
-    metrics = json.loads(sh("dvc", "metrics", "show", "--json", cwd=repo).stdout)
-    text = json.dumps(metrics)
-    assert "iw_nll" in text and "train_total" in text
-    dag = sh("dvc", "dag", "--md", cwd=repo).stdout
-    for a, b in [("download", "dequantize"), ("dequantize", "train"), ("train", "evaluate"), ("train", "render")]:
-        assert f"{a}" in dag and f"{b}" in dag
+def test_the_dag_has_exactly_the_pipelines_edges(repo):
+    dot = sh("dvc", "dag", "--dot", cwd=repo).stdout
+    edges = {tuple(part.strip().strip('";') for part in line.split("->")) for line in dot.splitlines() if "->" in line}
+    assert edges == {
+        ("download", "dequantize"), ("dequantize", "train"), ("dequantize", "evaluate"), ("dequantize", "render"),
+        ("train", "evaluate"), ("train", "render"), ("train", "track"), ("evaluate", "track"), ("render", "track"),
+    }
+
+
+def test_no_stage_but_track_imports_mlflow(fork):
+    poison = fork / "poison" / "mlflow"
+    poison.mkdir(parents=True)
+    (poison / "__init__.py").write_text("raise ImportError('this stage imported mlflow')\n")
+    path = os.pathsep.join(filter(None, [str(poison.parent), os.environ.get("PYTHONPATH")]))
+    for stage in ("download", "dequantize", "train", "evaluate", "render"):
+        sh(sys.executable, f"stages/{stage}.py", cwd=fork, PYTHONPATH=path)
+    proc = sh(sys.executable, "stages/track.py", cwd=fork, check=False, PYTHONPATH=path)
+    assert proc.returncode != 0 and "this stage imported mlflow" in proc.stderr  # the poison works
+
+
+def test_dvc_sees_metrics_and_plots(repo):
+    metrics = json.dumps(json.loads(sh("dvc", "metrics", "show", "--json", cwd=repo).stdout))
+    assert "iw_nll" in metrics and "train_total" in metrics
     html = sh("dvc", "plots", "show", "-o", str(repo / "plots_html"), cwd=repo)
     assert html.returncode == 0 and (repo / "plots_html" / "index.html").is_file()
     report = (repo / "plots_html" / "index.html").read_text()
     assert "reports_figures_samples_png" in report and "Negative ELBO" in report
 
 
-def test_the_mlflow_run_has_everything(repo):
+def test_the_run_is_complete(repo):
     import mlflow
 
-    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
-    run_id = json.loads((repo / "models/mlflow_run.json").read_text())["run_id"]
-    run = mlflow.get_run(run_id)
+    [run] = runs(repo)
+    c = client(repo)
     assert run.info.status == "FINISHED"
-    assert run.data.params["model.latent_dim"] == "20" and run.data.params["train.lr"] == "0.001"
-    assert run.data.params["evaluate.iw_samples"] == "10" and run.data.params["render.samples_grid"] == "4"
-    for tag in ("git_commit", "git_dirty", "train_data_sha256", "torch_version", "device"):
+    params = run.data.params
+    assert params["model.latent_dim"] == "20" and params["train.lr"] == "0.001"
+    assert params["evaluate.iw_samples"] == "10" and params["render.samples_grid"] == "4"
+    for tag in ("git_commit", "git_dirty", "train_data_sha256", "torch_version", "device", "fingerprint"):
         assert run.data.tags.get(tag), tag
-    client = mlflow.MlflowClient()
-    history = client.get_metric_history(run_id, "train_total")
-    assert [m.step for m in history] == [1, 2, 3]
-    assert history[-1].value < history[0].value
-    assert "eval.test.iw_nll" in run.data.metrics and "eval.posterior.active_units" in run.data.metrics
-    figures = {a.path for a in client.list_artifacts(run_id, "figures")}
-    assert "figures/samples.png" in figures
-    model = mlflow.pytorch.load_model(f"runs:/{run_id}/model")
+    with open(repo / "metrics/history.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    for key in ("train_total", "train_rec", "train_kl", "test_total", "test_rec", "test_kl"):
+        logged = [(m.step, m.value, m.timestamp) for m in c.get_metric_history(run.info.run_id, key)]
+        assert logged == [(int(r["epoch"]), float(r[key]), int(1000 * float(r["time"]))) for r in rows], key
+    evaluation = json.loads((repo / "metrics/eval.json").read_text())
+    assert run.data.metrics["eval.test.iw_nll"] == evaluation["test"]["iw_nll"]
+    assert run.data.metrics["eval.posterior.active_units"] == evaluation["posterior"]["active_units"]
+    names = {a.path for a in c.list_artifacts(run.info.run_id)} | {
+        a.path for a in c.list_artifacts(run.info.run_id, "figures")}
+    assert {"history.csv", "eval.json", "train.json", "checkpoint", "figures/samples.png", "explorer.html"} <= names
+    assert c.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    [version] = c.search_model_versions("name = 'pipeline-vae'")
+    assert version.run_id == run.info.run_id
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+    model = mlflow.pytorch.load_model(f"models:/pipeline-vae/{version.version}")
     mu, logvar = model.encode(torch.rand(2, 784))
     assert mu.shape == (2, 20) and model.sample(3).shape == (3, 784)
+    by_run = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
+    torch.testing.assert_close(by_run.state_dict(), model.state_dict())
 
 
-def test_a_render_param_reruns_render_only(repo):
-    set_params(repo, render={"samples_grid": 5})
-    try:
-        assert ran_stages(sh("dvc", "repro", cwd=repo).stdout) == ["render"]
-    finally:
-        set_params(repo, render={"samples_grid": 4})
-        sh("dvc", "repro", cwd=repo)
+def test_the_mnist_vae_command_uses_the_pipelines_checkpoint_and_the_version_track_registered(repo, tmp_path):
+    command = shutil.which("mnist-vae", path=env()["PATH"])
+    assert command, "the mnist-vae console script is not installed; run `make setup`"
+    info = json.loads(sh(command, "info", cwd=repo).stdout)
+    assert info["dequantize"]["mode"] == "notebook" and "dvc.lock" in info["dequantize"]["from"]  # what trained it
+    assert info["evaluation"]["test"]["iw_nll"] == json.loads((repo / "metrics/eval.json").read_text())["test"]["iw_nll"]
+    [version] = client(repo).search_model_versions("name = 'pipeline-vae'")
+    for model, out in (("models/vae.pt", "local.npy"), (f"models:/pipeline-vae/{version.version}", "registered.npy")):
+        sh(command, "sample", "-n", "3", "--seed", "2", "--model", model, "-o", str(tmp_path / out), cwd=repo,
+           MLFLOW_TRACKING_URI=f"sqlite:///{repo / 'mlflow.db'}")
+    assert np.array_equal(np.load(tmp_path / "local.npy"), np.load(tmp_path / "registered.npy"))
 
 
-def test_latent_dim_reruns_train_evaluate_render_and_opens_a_new_run(repo):
-    before = {r for r, _ in mlflow_runs(repo)}
-    set_params(repo, model={"latent_dim": 2})
-    try:
-        out = sh("dvc", "repro", cwd=repo).stdout
-        assert ran_stages(out) == ["train", "evaluate", "render"]
-        assert (repo / "reports/figures/manifold.png").is_file()  # latent_dim 2 adds the decoded manifold
-        new = [(r, s) for r, s in mlflow_runs(repo) if r not in before]
-        assert len(new) == 1 and new[0][1] == "FINISHED"
-        assert json.loads((repo / "models/mlflow_run.json").read_text())["run_id"] == new[0][0]
-    finally:
-        set_params(repo, model={"latent_dim": 20})
+def test_a_cached_training_experiment_gets_its_own_complete_run_and_the_baseline_is_untouched(fork, tmp_path):
+    [baseline] = runs(fork)
+    before = snapshot(fork, baseline.info.run_id, tmp_path / "before")
+    out = sh("dvc", "exp", "run", "-S", "evaluate.iw_samples=5", "--name", "k5", cwd=fork).stdout
+    assert "train" not in ran_stages(out) and "evaluate" in ran_stages(out)  # training came from the cache
+    out = sh("dvc", "exp", "run", "-S", "render.samples_grid=3", "--name", "grid3", cwd=fork).stdout
+    assert ran_stages(out) == ["render", "track"]
+    found = runs(fork)
+    assert len(found) == 3 and all(r.info.status == "FINISHED" for r in found)
+    assert snapshot(fork, baseline.info.run_id, tmp_path / "after") == before  # byte for byte
+    by_name = {r.data.tags.get("dvc_exp_name"): r for r in found}
+    k5, grid3 = by_name["k5"], by_name["grid3"]
+    assert k5.data.params["evaluate.iw_samples"] == "5" and grid3.data.params["render.samples_grid"] == "3"
+    assert "eval.test.iw_nll" in k5.data.metrics and "train_total" in k5.data.metrics  # complete, not a patch
+    assert not any(k.startswith("override.") for r in found for k in r.data.tags)
+    assert len({r.data.tags["fingerprint"] for r in found}) == 3
 
 
-def test_an_interrupted_training_run_is_marked_failed_and_writes_nothing(repo):
-    set_params(repo, train={"epochs": 500})
-    model = repo / "models/vae.pt"
-    before_model = model.read_bytes() if model.exists() else None
-    before = {r for r, _ in mlflow_runs(repo)}
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.Popen([sys.executable, "stages/train.py"], cwd=repo, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:  # wait until the run has logged an epoch
-            new = [r for r, _ in mlflow_runs(repo) if r not in before]
-            if new:
-                with sqlite3.connect(repo / "mlflow.db") as db:
-                    if db.execute("select count(*) from metrics where run_uuid=? and key='train_total'",
-                                  new).fetchone()[0]:
-                        break
-            time.sleep(0.5)
-        else:
-            pytest.fail("training never logged an epoch")
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-        set_params(repo, train={"epochs": 3})
-    assert proc.returncode != 0
-    assert "Traceback" not in out and "interrupted" in out
-    status = dict(mlflow_runs(repo))[new[0]]
-    assert status == "FAILED"
-    assert (model.read_bytes() if model.exists() else None) == before_model  # no half-written model
+def stored(root: Path) -> dict[str, dict]:
+    """run id -> its params, latest metrics and fingerprint, read straight from the sqlite file (a client
+    in this process would keep reading a deleted store through its open connection)."""
+    with sqlite3.connect(root / "mlflow.db") as db:
+        def rows(table, run_id):
+            return dict(db.execute(f"select key, value from {table} where run_uuid = ?", (run_id,)))
+        return {run_id: {"params": rows("params", run_id), "metrics": rows("latest_metrics", run_id),
+                         "fingerprint": rows("tags", run_id)["fingerprint"]}
+                for (run_id,) in db.execute("select run_uuid from runs where status = 'FINISHED'")}
 
 
-def test_bad_params_and_corrupt_data_stop_with_one_line(repo):
-    params = (repo / "params.yaml").read_text()
-    try:
-        set_params(repo, model={"lattent_dim": 2})
-        proc = sh("dvc", "repro", "train", cwd=repo, check=False)
-        assert proc.returncode != 0
-        assert "unknown key 'model.lattent_dim'; did you mean 'model.latent_dim'?" in proc.stdout + proc.stderr
-    finally:
-        (repo / "params.yaml").write_text(params)
-    train = repo / "data/processed/train.npz"
-    good = train.read_bytes()
-    try:
-        train.chmod(0o644)
-        train.write_bytes(good[: len(good) // 2])
-        proc = sh(sys.executable, "stages/train.py", cwd=repo, check=False)
-        assert proc.returncode == 2
-        lines = proc.stderr.strip().splitlines()
-        assert len(lines) == 1 and "corrupt or truncated" in lines[0] and "dvc repro" in lines[0]
-    finally:
-        train.write_bytes(good)
+def test_track_is_idempotent_and_rebuilds_a_lost_store_without_training(fork):
+    [(run_id, run)] = stored(fork).items()
+    assert ran_stages(sh("dvc", "repro", "-s", "-f", "track", cwd=fork).stdout) == ["track"]
+    assert list(stored(fork)) == [run_id]
+    (fork / "mlflow.db").unlink()
+    shutil.rmtree(fork / "mlartifacts")
+    assert "dvc repro -s -f track" in sh("make", "-n", "track", cwd=fork).stdout  # what the README tells users
+    assert ran_stages(sh("dvc", "repro", "-s", "-f", "track", cwd=fork).stdout) == ["track"]
+    [(rebuilt_id, rebuilt)] = stored(fork).items()
+    assert rebuilt_id != run_id and rebuilt == run  # the same params, metrics and fingerprint
 
 
-def test_queued_experiments_land_in_the_same_store(repo):
-    before = {r for r, _ in mlflow_runs(repo)}
-    sh("git", "add", "-A", cwd=repo)
-    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline", "--allow-empty", cwd=repo)
-    sh("dvc", "exp", "run", "--queue", "-S", "train.epochs=1", "--name", "queued-one", cwd=repo)
-    sh("dvc", "exp", "run", "--run-all", cwd=repo, timeout=900)
-    new = [r for r, _ in mlflow_runs(repo) if r not in before]
-    assert len(new) == 1, "the queued experiment's run is not in the repository's store"
-    import mlflow
-
-    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
-    run = mlflow.get_run(new[0])
-    assert run.info.status == "FINISHED" and run.data.tags.get("dvc_exp_name") == "queued-one"
-    assert "eval.test.iw_nll" in run.data.metrics  # evaluate, run in DVC's temporary copy, found the run too
-    artifacts = mlflow.MlflowClient().list_artifacts(new[0], "figures")
-    assert artifacts and (repo / "mlartifacts").is_dir()  # artifacts beside the store, not in the deleted copy
-    shown = json.loads(sh("dvc", "exp", "show", "--json", cwd=repo).stdout)
-    assert "queued-one" in json.dumps(shown)
-
-
-def test_the_mlflow_ui_serves_runs_and_figures(repo):
-    import socket
-    import urllib.request
-
+def test_an_unreachable_store_fails_track_alone_with_one_line(fork):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "MLFLOW_UI_PORT": str(port)}
-    env.pop("MLFLOW_TRACKING_URI", None)
+    before = {p: p.read_bytes() for p in [*(fork / "metrics").iterdir(), fork / "models/vae.pt"]}
+    set_params(fork, evaluate={"iw_samples": 4})
+    proc = sh("dvc", "repro", cwd=fork, check=False, MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}")
+    assert proc.returncode != 0 and ran_stages(proc.stdout) == ["evaluate", "track"]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("track: error:")]
+    assert len(errors) == 1 and f"http://127.0.0.1:{port}" in errors[0] and "Traceback" not in proc.stderr
+    assert (fork / "models/vae.pt").read_bytes() == before[fork / "models/vae.pt"]
+    assert json.loads((fork / "metrics/eval.json").read_text())["likelihood"]["iw_samples"] == 4
+    status = sh("dvc", "status", cwd=fork).stdout
+    assert "track:" in status and "evaluate:" not in status and "train:" not in status  # only track is left
+    assert ran_stages(sh("dvc", "repro", cwd=fork).stdout) == ["track"]  # the store is back: just track
+    assert [r.data.params["evaluate.iw_samples"] for r in runs(fork)] == ["10", "4"]
+
+
+def wait_for(predicate, what: str, timeout: float = 120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_an_interrupted_training_leaves_nothing_fresh_and_the_next_repro_matches(fork, sig):
+    set_params(fork, train={"epochs": 4})
+    log = open(fork / "repro.log", "w+")
+    proc = subprocess.Popen(["dvc", "repro"], cwd=fork, env=env(), stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        wait_for(lambda: "epoch   1" in (fork / "repro.log").read_text(), "the first epoch")
+        os.killpg(proc.pid, sig)  # as Ctrl-C in a terminal, or a queue worker's kill, reaches every process
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    output = (fork / "repro.log").read_text()
+    assert proc.returncode != 0 and "train: interrupted" in output
+    assert not (fork / "models/vae.pt").exists() and not (fork / "metrics/history.csv").exists()
+    assert "RUNNING" not in statuses(fork).values() and len(runs(fork)) == 1  # track never ran
+    assert "train:" in sh("dvc", "status", cwd=fork).stdout  # nothing claims to be up to date
+    assert ran_stages(sh("dvc", "repro", cwd=fork).stdout) == ["train", "evaluate", "render", "track"]
+    interrupted_then_rerun = history_numbers(fork)
+    assert len(interrupted_then_rerun) == 4
+    sh("dvc", "repro", "-s", "-f", "train", cwd=fork)  # the same params again, uninterrupted
+    assert history_numbers(fork) == interrupted_then_rerun
+    assert set(statuses(fork).values()) == {"FINISHED"}
+
+
+def test_a_killed_track_leaves_its_run_alone_and_the_next_track_logs_afresh(fork):
+    (fork / "mlflow.db").unlink()
+    shutil.rmtree(fork / "mlartifacts")
+    for sig, expected in ((signal.SIGTERM, "FAILED"), (signal.SIGKILL, "RUNNING")):
+        proc = subprocess.Popen([sys.executable, "stages/track.py"], cwd=fork, env=env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        known = set(statuses(fork))
+        try:
+            wait_for(lambda: any(r not in known for r in statuses(fork)), "track to open its run")
+            proc.send_signal(sig)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+        [new] = [r for r in statuses(fork) if r not in known]
+        assert proc.returncode != 0 and statuses(fork)[new] == expected, (sig, err)
+        if sig == signal.SIGTERM:
+            assert "Traceback" not in err and "track: interrupted" in err
+    killed = [r for r, s in statuses(fork).items() if s == "RUNNING"]
+    assert ran_stages(sh("dvc", "repro", "-s", "-f", "track", cwd=fork).stdout) == ["track"]
+    final = statuses(fork)
+    assert [r for r, s in final.items() if s == "RUNNING"] == killed  # not resurrected, not reused
+    assert sorted(final.values()) == ["FAILED", "FINISHED", "RUNNING"]
+
+
+def test_queued_experiments_on_a_new_store_give_one_run_each_and_one_experiment(fork):
+    (fork / "mlflow.db").unlink()
+    shutil.rmtree(fork / "mlartifacts")
+    for k in (2, 3, 4):
+        sh("dvc", "exp", "run", "--queue", "-S", f"evaluate.iw_samples={k}", "--name", f"queued-k{k}", cwd=fork)
+    sh("dvc", "queue", "start", "-j", "2", cwd=fork)
+
+    def done():
+        status = sh("dvc", "queue", "status", cwd=fork).stdout
+        return status.count("Success") + status.count("Failed") == 3
+
+    wait_for(done, "the three queued experiments", timeout=400)
+    status = sh("dvc", "queue", "status", cwd=fork).stdout
+    assert status.count("Success") == 3, status + sh("dvc", "queue", "logs", "queued-k2", cwd=fork, check=False).stdout
+    found = runs(fork)
+    assert sorted(r.data.tags["dvc_exp_name"] for r in found) == ["queued-k2", "queued-k3", "queued-k4"]
+    assert all(r.info.status == "FINISHED" for r in found)
+    c = client(fork)
+    assert [e.name for e in c.search_experiments() if e.name != "Default"] == ["pipeline-test"]
+    assert len(c.list_artifacts(found[0].info.run_id, "figures")) == 6  # artifacts beside the store, not the copy
+    shown = json.dumps(json.loads(sh("dvc", "exp", "show", "--json", cwd=fork).stdout))
+    assert all(f"queued-k{k}" in shown for k in (2, 3, 4))
+
+
+def test_a_render_param_reruns_render_and_track_only(fork):
+    set_params(fork, render={"samples_grid": 5})
+    assert ran_stages(sh("dvc", "repro", cwd=fork).stdout) == ["render", "track"]
+
+
+def test_latent_dim_reruns_training_and_logs_a_new_run(fork):
+    set_params(fork, model={"latent_dim": 2})
+    assert ran_stages(sh("dvc", "repro", cwd=fork).stdout) == ["train", "evaluate", "render", "track"]
+    assert (fork / "reports/figures/manifold.png").is_file()  # latent_dim 2 adds the decoded manifold
+    assert [r.data.params["model.latent_dim"] for r in runs(fork)] == ["20", "2"]
+
+
+def test_bad_params_and_corrupt_data_stop_with_one_line(fork):
+    set_params(fork, model={"lattent_dim": 2})
+    proc = sh("dvc", "repro", "train", cwd=fork, check=False)
+    assert proc.returncode != 0
+    assert "unknown key 'model.lattent_dim'; did you mean 'model.latent_dim'?" in proc.stdout + proc.stderr
+    set_params(fork, model={"latent_dim": 20})
+    params = yaml.safe_load((fork / "params.yaml").read_text())
+    del params["model"]["lattent_dim"]
+    (fork / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    train = fork / "data/processed/train.npz"
+    good = train.read_bytes()
+    train.unlink()  # a link into DVC's cache: replace it, never write through it
+    train.write_bytes(good[: len(good) // 2])
+    proc = sh(sys.executable, "stages/train.py", cwd=fork, check=False)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "corrupt or truncated" in lines[0] and "dvc repro" in lines[0]
+
+
+def test_the_mlflow_ui_opens_the_experiment_on_its_runs_and_serves_figures(repo):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     # the Makefile's `ui` target, without its set-up prerequisite (this test already runs inside the venv)
     ui = subprocess.Popen([str(BIN / "mlflow"), "ui", "--host", "127.0.0.1", "--port", str(port),
                            "--backend-store-uri", f"sqlite:///{repo / 'mlflow.db'}"],
-                          cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          cwd=repo, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                           start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -267,18 +441,19 @@ def test_the_mlflow_ui_serves_runs_and_figures(repo):
                 if time.time() > deadline or ui.poll() is not None:
                     pytest.fail("the MLflow UI did not start")
                 time.sleep(0.5)
-        req = urllib.request.Request(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=pipeline-test")
-        exp_id = json.load(urllib.request.urlopen(req))["experiment"]["experiment_id"]
-        body = json.dumps({"experiment_ids": [exp_id], "max_results": 100}).encode()
+        got = json.load(urllib.request.urlopen(
+            f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=pipeline-test"))["experiment"]
+        tags = {t["key"]: t["value"] for t in got.get("tags", [])}
+        assert tags["mlflow.experimentKind"] == "custom_model_development"  # opens on the training runs
+        body = json.dumps({"experiment_ids": [got["experiment_id"]], "max_results": 100}).encode()
         req = urllib.request.Request(f"{base}/api/2.0/mlflow/runs/search", data=body,
                                      headers={"Content-Type": "application/json"})
-        runs = json.load(urllib.request.urlopen(req))["runs"]
-        latent = {p["value"] for r in runs for p in r["data"]["params"] if p["key"] == "model.latent_dim"}
-        assert {"2", "20"} <= latent  # the two runs a user compares side by side
-        finished = [r for r in runs if r["info"]["status"] == "FINISHED"]
-        run_id = finished[0]["info"]["run_id"]
-        png = urllib.request.urlopen(f"{base}/get-artifact?path=figures/samples.png&run_uuid={run_id}").read()
-        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        [run] = json.load(urllib.request.urlopen(req))["runs"]
+        assert run["info"]["status"] == "FINISHED"
+        assert {"key": "model.latent_dim", "value": "20"} in run["data"]["params"]
+        png = urllib.request.urlopen(
+            f"{base}/get-artifact?path=figures/samples.png&run_uuid={run['info']['run_id']}").read()
+        assert png == (repo / "reports/figures/samples.png").read_bytes()
     finally:
         os.killpg(ui.pid, signal.SIGTERM)
         ui.wait(timeout=30)

@@ -1,16 +1,19 @@
-"""Where runs go, and how stages reopen them."""
+"""The track stage's module against a real MLflow store (sqlite in a temporary folder): what one run
+holds, the fingerprint that makes logging idempotent, and how failures end."""
 
+import csv
 import json
-import multiprocessing
-import os
-import signal
+import socket
 import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from mnist_vae import tracking
 from mnist_vae.errors import UserError
+from mnist_vae.model import VAE, save_checkpoint
+from mnist_vae.params import Params
 
 
 def test_queued_experiment_copies_resolve_to_the_repository_root(monkeypatch, tmp_path):
@@ -31,103 +34,189 @@ def test_tracking_uri_defaults_to_sqlite_at_the_root_and_obeys_the_environment(m
     assert tracking.tracking_uri() == "http://127.0.0.1:5000"
 
 
-class Recorder:
-    def __init__(self):
-        self.params, self.tags = {}, {}
-
-    def log_params(self, p):
-        self.params.update(p)
-
-    def set_tags(self, t):
-        self.tags.update(t)
+def test_passwords_never_show_in_messages():
+    assert tracking.shown_uri("http://ann:s3cret@host:5000/x") == "http://ann:***@host:5000/x"
+    assert tracking.shown_uri("sqlite:////tmp/mlflow.db") == "sqlite:////tmp/mlflow.db"
 
 
-def test_params_are_logged_once_and_changes_become_override_tags():
-    rec = Recorder()
-    tracking.log_params_once(rec, {"render.samples_grid": "10"}, {"render.samples_grid": 10, "render.curves": True})
-    assert rec.params == {"render.curves": True} and rec.tags == {}
-    rec = Recorder()
-    tracking.log_params_once(rec, {"render.samples_grid": "10"}, {"render.samples_grid": 8})
-    assert rec.params == {} and rec.tags == {"override.render.samples_grid": "8"}
+# --------------------------------------------------------------------------- a result on disk
+
+HISTORY = [
+    {"epoch": 1, "train_total": 200.0, "train_rec": 190.0, "train_kl": 10.0, "epoch_time": 2.0, "time": 1_700_000_002.5},
+    {"epoch": 2, "train_total": 150.0, "train_rec": 138.0, "train_kl": 12.0, "epoch_time": 2.0, "time": 1_700_000_004.5},
+]
 
 
-def test_resume_run_needs_a_run_file(tmp_path):
-    with pytest.raises(UserError, match="dvc repro train"):
-        with tracking.resume_run(tmp_path / "missing.json", {}):
-            pass
-    bad = tmp_path / "run.json"
-    bad.write_text("{}")
-    with pytest.raises(UserError, match="not a run file"):
-        with tracking.resume_run(bad, {}):
-            pass
-
-
-def test_unknown_run_id_is_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    run_file = tmp_path / "run.json"
-    run_file.write_text(json.dumps({"run_id": "0" * 32}))
-    with pytest.raises(UserError, match="is not in"):
-        with tracking.resume_run(run_file, {}):
-            pass
+def write_result(root: Path, params: Params | None = None) -> tracking.Result:
+    """The files the pipeline's stages write, small: a tiny model, two epochs, one metric file, a figure."""
+    params = params or Params(model={"hidden_dims": [8], "latent_dim": 2}, tracking={"registered_model": "tiny-vae"})
+    torch.manual_seed(0)
+    save_checkpoint(root / "models/vae.pt", VAE(params.model), {"device": "cpu", "torch_version": "2.13.0"})
+    (root / "metrics").mkdir(parents=True, exist_ok=True)
+    with open(root / "metrics/history.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(HISTORY[0]))
+        writer.writeheader()
+        writer.writerows(HISTORY)
+    (root / "metrics/eval.json").write_text(json.dumps(
+        {"test": {"nelbo": 101.5, "iw_nll": 99.25}, "likelihood": {"normalised": False, "note": "text"},
+         "posterior": {"active_units": 2, "kl_per_dim": [1.0, 2.0]}}))
+    (root / "reports/figures").mkdir(parents=True, exist_ok=True)
+    (root / "reports/figures/samples.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    return tracking.Result(
+        params=params, history=root / "metrics/history.csv", metrics={"eval": root / "metrics/eval.json"},
+        artifacts={root / "metrics/eval.json": "", root / "reports/figures": "figures",
+                   root / "models/vae.pt": "checkpoint"},
+        checkpoint=root / "models/vae.pt",
+    )
 
 
 @pytest.fixture
-def trained_run(tmp_path, monkeypatch):
-    """A run in a fresh sqlite store, as train leaves it: (mlflow, run id, run file)."""
+def store(tmp_path, monkeypatch):
+    """A fresh embedded store under tmp_path (the repository root as far as tracking is concerned)."""
     import mlflow
 
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.chdir(tmp_path)  # where MLflow puts the artifacts of an experiment made without a location
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    mlflow.set_tracking_uri(uri)
-    with mlflow.start_run() as run:
-        mlflow.log_param("render.samples_grid", 10)
-    run_file = tmp_path / "run.json"
-    run_file.write_text(json.dumps({"run_id": run.info.run_id}))
-    return mlflow, run.info.run_id, run_file
+    yield mlflow.MlflowClient(uri)
+    mlflow.set_tracking_uri(None)
 
 
-def test_resume_run_logs_through_its_worker_and_finishes(trained_run):
-    mlflow, run_id, run_file = trained_run
-    with tracking.resume_run(run_file, {"render.samples_grid": 8, "render.curves": True}) as run:
-        run.log_metric("eval.a", 1.5)
-        run.log_metrics({"eval.b": 2.0, "eval.c": -3.0})
-        run.set_tag("stage", "render")
-    got = mlflow.get_run(run_id)
-    assert got.info.status == "FINISHED"
-    assert got.data.metrics == {"eval.a": 1.5, "eval.b": 2.0, "eval.c": -3.0}
-    assert got.data.params == {"render.samples_grid": "10", "render.curves": "True"}
-    assert got.data.tags["override.render.samples_grid"] == "8" and got.data.tags["stage"] == "render"
-    assert len(mlflow.search_runs(search_all_experiments=True)) == 1  # no stray run from the worker
+def all_runs(client):
+    return client.search_runs([e.experiment_id for e in client.search_experiments()])
 
 
-def test_an_error_inside_resume_run_marks_the_run_failed(trained_run):
-    mlflow, run_id, run_file = trained_run
-    with pytest.raises(RuntimeError, match="boom"):
-        with tracking.resume_run(run_file, {}) as run:
-            run.log_metric("eval.a", 1.0)
-            raise RuntimeError("boom")
-    assert mlflow.get_run(run_id).info.status == "FAILED"
+def test_one_run_holds_params_histories_metrics_artifacts_tags_and_model(store, tmp_path):
+    import mlflow
+
+    result = write_result(tmp_path)
+    experiment_id, run_id, created = tracking.log_result(result)
+    assert created
+    run = store.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["model.latent_dim"] == "2" and run.data.params["train.lr"] == "0.001"
+    assert len(run.data.params) == len(tracking.flatten(result.params))  # every param
+    history = store.get_metric_history(run_id, "train_total")
+    assert [(m.step, m.value, m.timestamp) for m in history] == [
+        (1, 200.0, 1_700_000_002_500), (2, 150.0, 1_700_000_004_500)]  # each epoch at its own time
+    assert run.info.start_time == 1_700_000_000_500  # when training started
+    assert run.data.metrics["eval.test.iw_nll"] == 99.25 and run.data.metrics["eval.posterior.active_units"] == 2
+    assert not any("note" in k or "kl_per_dim" in k or "normalised" in k for k in run.data.metrics)
+    assert run.data.tags[tracking.FINGERPRINT] == result.fingerprint()
+    assert run.data.tags["device"] == "cpu" and run.data.tags["torch_version"] == "2.13.0"
+    assert {"git_commit", "git_dirty"} <= run.data.tags.keys()
+    experiment = store.get_experiment(experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    names = {a.path for a in store.list_artifacts(run_id)} | {a.path for a in store.list_artifacts(run_id, "figures")}
+    assert {"eval.json", "figures/samples.png", "checkpoint"} <= names
+    assert (tmp_path / "mlartifacts").is_dir()  # artifacts beside the embedded store
+    version = store.get_latest_versions("tiny-vae")[0]
+    assert version.run_id == run_id
+    model = mlflow.pytorch.load_model(f"models:/tiny-vae/{version.version}")
+    assert isinstance(model, VAE) and model.encode(torch.rand(3, 784))[0].shape == (3, 2)
+    assert model.dequantize == result.params.dequantize.mode
+    assert isinstance(mlflow.pytorch.load_model(f"runs:/{run_id}/model"), VAE)  # the model is in the run's experiment
+    info = mlflow.models.get_model_info(f"models:/tiny-vae/{version.version}")
+    assert info.flavors["python_function"]["loader_module"] == "mnist_vae.serving"  # the served pyfunc
+    assert {p.name for p in info.signature.params.params} == {"task", "n", "seed", "temperature"}
 
 
-def test_sigterm_to_stage_and_worker_marks_the_run_failed(trained_run):
-    mlflow, run_id, run_file = trained_run
-    before = signal.getsignal(signal.SIGTERM)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            with tracking.resume_run(run_file, {}) as run:
-                run.log_metric("eval.a", 1.0)  # the worker is up and the run open
-                for child in multiprocessing.active_children():
-                    os.kill(child.pid, signal.SIGTERM)  # as a group-wide kill would
-                os.kill(os.getpid(), signal.SIGTERM)
-                time.sleep(5)  # the handler raises before this ends
-    finally:
-        signal.signal(signal.SIGTERM, before)
-    assert mlflow.get_run(run_id).info.status == "FAILED"
+def test_the_same_result_is_logged_once_and_a_changed_one_is_a_new_run(store, tmp_path):
+    result = write_result(tmp_path)
+    _, first, created = tracking.log_result(result)
+    before = store.get_run(first)
+    _, again, created_again = tracking.log_result(result)
+    assert created and not created_again and again == first
+    after = store.get_run(first)
+    assert (after.info.end_time, after.data.metrics, after.data.params) == (
+        before.info.end_time, before.data.metrics, before.data.params)  # a finished run is never changed
+    (tmp_path / "metrics/eval.json").write_text(json.dumps({"test": {"nelbo": 100.0}}))
+    _, second, created = tracking.log_result(result)
+    assert created and second != first and len(all_runs(store)) == 2
 
 
-def test_git_state_reports_commit_and_dirtiness(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    assert tracking.git_state() == {"git_commit": "unknown", "git_dirty": "unknown"}
-    monkeypatch.chdir(Path(__file__).parent)
-    state = tracking.git_state()
-    assert len(state["git_commit"]) == 40 and state["git_dirty"] in {"true", "false"}
+def test_the_fingerprint_follows_params_and_bytes(tmp_path):
+    result = write_result(tmp_path)
+    fingerprint = result.fingerprint()
+    assert write_result(tmp_path).fingerprint() == fingerprint  # the same files and params
+    changed = tracking.Result(**{**result.__dict__, "params": Params(
+        model={"hidden_dims": [8], "latent_dim": 2}, tracking={"registered_model": "tiny-vae"}, seed=1)})
+    assert changed.fingerprint() != fingerprint
+    figure = tmp_path / "reports/figures/samples.png"
+    figure.write_bytes(figure.read_bytes() + b"\0")
+    assert result.fingerprint() != fingerprint
+    figure.unlink()
+    (tmp_path / "metrics/eval.json").unlink()
+    with pytest.raises(UserError, match="eval.json missing"):
+        result.fingerprint()
+
+
+def test_an_interrupt_while_logging_ends_the_run_failed_and_the_next_track_starts_afresh(store, tmp_path, monkeypatch):
+    result = write_result(tmp_path)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt("signal 15")
+
+    monkeypatch.setattr(tracking, "log_model", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        tracking.log_result(result)
+    [failed] = all_runs(store)
+    assert failed.info.status == "FAILED"
+    monkeypatch.undo()
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    _, run_id, created = tracking.log_result(result)
+    assert created and run_id != failed.info.run_id  # a failed run is never reused
+    assert store.get_run(failed.info.run_id).info.status == "FAILED"
+
+
+def test_a_run_left_running_by_a_killed_process_is_neither_reused_nor_touched(store, tmp_path):
+    result = write_result(tmp_path)
+    experiment_id = tracking.get_or_create_experiment(store, result.params.tracking.experiment, None)
+    killed = store.create_run(experiment_id, tags={tracking.FINGERPRINT: result.fingerprint()})
+    _, run_id, created = tracking.log_result(result)
+    assert created and run_id != killed.info.run_id
+    assert store.get_run(killed.info.run_id).info.status == "RUNNING"
+
+
+def test_an_existing_experiment_gets_the_training_view_tag(store):
+    experiment_id = store.create_experiment("made-by-hand")
+    assert tracking.get_or_create_experiment(store, "made-by-hand", None) == experiment_id
+    assert store.get_experiment(experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_a_deleted_experiment_is_a_clear_error(store):
+    store.delete_experiment(store.create_experiment("gone"))
+    with pytest.raises(UserError, match="'gone' is deleted"):
+        tracking.get_or_create_experiment(store, "gone", None)
+
+
+def test_an_unreachable_server_fails_fast_with_one_line_naming_it(tmp_path, monkeypatch):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://ann:s3cret@127.0.0.1:{port}")
+    result = write_result(tmp_path)
+    start = time.monotonic()
+    with pytest.raises(UserError) as err:
+        tracking.log_result(result)
+    message = str(err.value)
+    assert f"MLflow store http://ann:***@127.0.0.1:{port} failed" in message and "\n" not in message
+    assert "s3cret" not in message and "dvc repro track" in message
+    assert time.monotonic() - start < 30
+
+
+def test_an_incompatible_store_is_a_clear_error(tmp_path, monkeypatch):
+    (tmp_path / "mlflow.db").write_bytes(b"this is not a database" * 100)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    with pytest.raises(UserError, match="MLflow store sqlite:///.*mlflow.db failed"):
+        tracking.log_result(write_result(tmp_path))
+
+
+def test_a_history_without_timestamps_is_refused(tmp_path):
+    path = tmp_path / "history.csv"
+    path.write_text("epoch,train_total\n1,100.0\n")
+    with pytest.raises(UserError, match="rerun `dvc repro -f train`"):
+        tracking.read_history(path)

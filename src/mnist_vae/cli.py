@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from typing import Callable
 
@@ -12,11 +13,16 @@ from mnist_vae.params import Params, load_params
 
 def run_stage(name: str, main: Callable[[Params], None], params_path: str = "params.yaml") -> None:
     logging.basicConfig(level=logging.INFO, format=f"{name}: %(message)s", stream=sys.stderr)
+    signal.signal(signal.SIGTERM, _interrupt)  # DVC and queue workers stop stages with SIGTERM: end as on Ctrl-C
     try:
         main(load_params(params_path))
     except UserError as exc:
         print(f"{name}: error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print(f"{name}: interrupted; nothing was written", file=sys.stderr)
+        print(f"{name}: interrupted; no output was written", file=sys.stderr)
         sys.exit(130)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")

@@ -1,29 +1,44 @@
-"""MLflow: one run per trained model. The train stage opens it; evaluate and render reopen it by id.
+"""MLflow as a read-only view of the pipeline's outputs: one complete, immutable run per result.
+
+Only the `track` stage uses this module. The other stages write files; `track` logs what they wrote
+(every param, the per-epoch history as metric histories with the epochs' own timestamps, the
+evaluation metrics, the figures, the checkpoint and the model) as one run, tagged with a
+*fingerprint*: a digest of the params and of the bytes of every file the run is logged from. If the
+store already holds a FINISHED run with that fingerprint, nothing is logged and that run is named.
+A run is never changed after it ends; a different result is a different run, and a lost store is
+rebuilt from the files with `dvc repro -s -f track`.
 
 The store is ``sqlite:///<repo>/mlflow.db`` with artifacts in ``<repo>/mlartifacts`` unless
-``MLFLOW_TRACKING_URI`` says otherwise. ``<repo>`` is the repository's root also for experiments
-that DVC queues and runs in copies under ``.dvc/tmp/exps/``, so every run lands in one store.
+``MLFLOW_TRACKING_URI`` names another. ``<repo>`` is the repository's root also for experiments that
+DVC queues and runs in copies under ``.dvc/tmp/exps/``, so every run lands in one store.
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
+import hashlib
 import json
-import logging
-import multiprocessing
 import os
 import signal
 import subprocess
-from concurrent.futures import Future, ProcessPoolExecutor
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import urlsplit, urlunsplit
 
 from mnist_vae.errors import UserError
-from mnist_vae.io import save_json
-
-log = logging.getLogger("mnist_vae.tracking")
+from mnist_vae.io import sha256_file
+from mnist_vae.params import Params, flatten, flatten_tree
 
 EXPS_TMP = os.sep + os.path.join(".dvc", "tmp", "exps") + os.sep
+FINGERPRINT = "fingerprint"  # the run tag that names the result a run was logged from
+# the MLflow UI opens an experiment with this tag on its training runs (otherwise on the GenAI overview)
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+# an unreachable server fails in seconds, not after MLflow's default minutes of retries
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 
 
 def repo_root() -> Path:
@@ -38,25 +53,239 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
 
 
-def _mlflow():
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no network here, and none wanted
-    import mlflow  # imported here: it costs a couple of seconds, and only tracking needs it
+def shown_uri(uri: str) -> str:
+    """The URI without a password, for messages."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{parts.hostname}"
+                                     + (f":{parts.port}" if parts.port else "")))
 
-    mlflow.set_tracking_uri(tracking_uri())  # note: this also sets MLFLOW_TRACKING_URI in os.environ
+
+@dataclass
+class Result:
+    """One pipeline result: the params and the files a run is logged from."""
+
+    params: Params
+    history: Path                 # per-epoch rows: metric histories (step = epoch, timestamp = the epoch's end)
+    metrics: dict[str, Path]      # prefix -> JSON file whose numbers become metrics `<prefix>.<dotted.key>`
+    artifacts: dict[Path, str]    # file or folder -> artifact path in the run ("" = the run's root)
+    checkpoint: Path              # the trained model (models/vae.pt)
+
+    def files(self) -> list[Path]:
+        """Every file the run is logged from, folders expanded, in a fixed order."""
+        paths = {self.history, self.checkpoint, *self.metrics.values()}
+        for path in self.artifacts:
+            paths.update(p for p in Path(path).rglob("*") if p.is_file()) if Path(path).is_dir() else paths.add(path)
+        return sorted(paths, key=str)
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the params and of the bytes of every file the run is logged from."""
+        missing = [str(p) for p in self.files() if not p.is_file()]
+        if missing:
+            raise UserError(f"{', '.join(missing)} missing; run `dvc repro` to make the pipeline's outputs first")
+        content = {"params": flatten(self.params), "files": {str(p): sha256_file(p) for p in self.files()}}
+        return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def read_history(path: Path) -> list[dict[str, float]]:
+    try:
+        with open(path, newline="") as f:
+            rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    except (OSError, ValueError, TypeError) as exc:
+        raise UserError(f"{path} is unreadable ({exc}); rerun `dvc repro -f train`") from None
+    if not rows or not {"epoch", "epoch_time", "time"} <= rows[0].keys():
+        raise UserError(f"{path} has no rows with epoch, epoch_time and time; rerun `dvc repro -f train`")
+    return rows
+
+
+def log_result(result: Result) -> tuple[str, str, bool]:
+    """Log `result` as one FINISHED run unless the store already has it.
+
+    Returns (experiment id, run id, whether a run was created). A run this starts and cannot finish
+    (an error, Ctrl-C, SIGTERM) ends FAILED; a store that cannot be reached or used raises UserError."""
+    p = result.params.tracking
+    fingerprint = result.fingerprint()
+    history = read_history(result.history)
+    uri = tracking_uri()
+    mlflow = _mlflow(uri)
+    with store_errors(uri):
+        with _store_creation_lock(uri):  # queued workers may create an embedded store at the same moment
+            client = mlflow.MlflowClient(uri)
+            experiment_id = get_or_create_experiment(client, p.experiment, _artifact_location(uri))
+        found = client.search_runs(
+            [experiment_id], f"tags.{FINGERPRINT} = '{fingerprint}' and attributes.status = 'FINISHED'",
+            max_results=1)
+        if found:
+            return experiment_id, found[0].info.run_id, False
+    started = history[0]["time"] - history[0]["epoch_time"]  # the run starts when its training did
+    steps = [lambda: client.log_batch(
+        run_id, metrics=_metrics(mlflow, result, history),
+        params=[mlflow.entities.Param(k, str(v)) for k, v in flatten(result.params).items()])]
+    for path, dest in result.artifacts.items():
+        log = client.log_artifacts if Path(path).is_dir() else client.log_artifact
+        steps.append(lambda log=log, path=path, dest=dest: log(run_id, str(path), dest or None))
+    if p.log_model:
+        steps.append(lambda: log_model(run_id, result.checkpoint, p.registered_model,
+                                       result.params.dequantize.mode))
+    steps.append(lambda: client.set_terminated(run_id, "FINISHED"))
+    run_id = None
+    try:
+        with store_errors(uri), _interrupts_deferred():
+            run_id = client.create_run(experiment_id, start_time=int(1000 * started), tags=_tags(result, fingerprint),
+                                       run_name=os.environ.get("DVC_EXP_NAME") or None).info.run_id
+        for step in steps:
+            with store_errors(uri), _interrupts_deferred():
+                step()
+    except BaseException:
+        if run_id is not None:
+            with contextlib.suppress(Exception), _interrupts_deferred():
+                client.set_terminated(run_id, "FAILED")
+        raise
+    return experiment_id, run_id, True
+
+
+def ui_address(experiment_id: str, run_id: str) -> str:
+    """Where the run shows in the MLflow UI: the tracking server's, or `make ui`'s for an embedded store."""
+    uri = tracking_uri()
+    page = f"#/experiments/{experiment_id}/runs/{run_id}"
+    if uri.startswith(("http://", "https://")):
+        return f"{shown_uri(uri).rstrip('/')}/{page}"
+    return f"http://127.0.0.1:{os.environ.get('MLFLOW_UI_PORT', '5000')}/{page} (after `make ui`)"
+
+
+def get_or_create_experiment(client, name: str, artifact_location: str | None) -> str:
+    """The experiment's id, creating it (tagged for the UI's training view) if no one has yet."""
+    from mlflow.exceptions import MlflowException
+
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        try:
+            return client.create_experiment(name, artifact_location=artifact_location, tags=EXPERIMENT_KIND)
+        except MlflowException as exc:  # another worker created it first: read it back
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            experiment = client.get_experiment_by_name(name)
+    if experiment.lifecycle_stage != "active":
+        raise UserError(f"MLflow experiment '{name}' is deleted; restore it in the UI or set tracking.experiment")
+    for key, value in EXPERIMENT_KIND.items():
+        if experiment.tags.get(key) != value:
+            client.set_experiment_tag(experiment.experiment_id, key, value)
+    return experiment.experiment_id
+
+
+def log_model(run_id: str, checkpoint: Path, registered_name: str, dequantize: str) -> None:
+    """Log the VAE with mnist_vae.serving and register it as a new version of `registered_name`:
+    mlflow.pytorch.load_model gives back the VAE (its `dequantize` attribute the mode it was trained
+    with), and its pyfunc, with a signature and an input example, answers `mlflow models serve`.
+
+    The model is pickled by torch.save (MLflow's pytorch flavour) with this package's code beside it:
+    loading it runs that code and unpickles, so it trusts the artifact store. The checkpoint logged
+    beside it (checkpoint/vae.pt) holds tensors only and loads with torch.load(weights_only=True)."""
+    from mnist_vae import serving
+    from mnist_vae.model import load_checkpoint
+
+    serving.log_model(load_checkpoint(checkpoint), dequantize, registered_model_name=registered_name, run_id=run_id)
+
+
+@contextlib.contextmanager
+def store_errors(uri: str) -> Iterator[None]:
+    """Turn what an unreachable, locked or incompatible store raises into one line naming the URI."""
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        yield
+    except (MlflowException, SQLAlchemyError, OSError) as exc:
+        cause = " ".join(str(exc).split()) or exc.__class__.__name__
+        if "Connection refused" in cause:
+            cause = "connection refused"
+        password = urlsplit(uri).password
+        cause = (cause.replace(password, "***") if password else cause)[:300]
+        raise UserError(f"MLflow store {shown_uri(uri)} failed: {cause}. Check MLFLOW_TRACKING_URI "
+                        "(and that the server is up), then rerun `dvc repro track`") from None
+
+
+# --------------------------------------------------------------------------- internals
+
+
+def _mlflow(uri: str):
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no network here, and none wanted
+    for key, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    import mlflow  # imported here: it costs a couple of seconds, and only the track stage needs it
+
+    mlflow.set_tracking_uri(uri)
     return mlflow
 
 
-def _experiment_id(mlflow, name: str, embedded: bool) -> str:
-    exp = mlflow.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    # keep artifacts beside the embedded store (not in the working directory, which for a queued
-    # experiment is a temporary copy); a tracking server chooses its own artifact store
-    location = (repo_root() / "mlartifacts").as_uri() if embedded else None
-    return mlflow.create_experiment(name, artifact_location=location)
+def _sqlite_path(uri: str) -> Path | None:
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
-def git_state() -> dict[str, str]:
+def _artifact_location(uri: str) -> str | None:
+    """Artifacts beside an embedded store (not in the working directory, which for a queued experiment
+    is a temporary copy); a tracking server chooses its own."""
+    db = _sqlite_path(uri)
+    return (db.parent / "mlartifacts").as_uri() if db else None
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM while one store call runs; one that arrives meanwhile interrupts right
+    after it. A call cut in half can leave the store's connection locked, and the run could then not
+    be ended FAILED."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no signal masks
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+@contextlib.contextmanager
+def _store_creation_lock(uri: str) -> Iterator[None]:
+    """Hold a file lock beside an embedded sqlite store while it is opened (and so created): two
+    processes creating it at once race in its schema migration."""
+    db = _sqlite_path(uri)
+    if db is None:
+        yield
+        return
+    from filelock import FileLock
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(db) + ".lock", timeout=120):
+        yield
+
+
+def _tags(result: Result, fingerprint: str) -> dict[str, str]:
+    from mnist_vae.model import checkpoint_provenance
+
+    tags = {FINGERPRINT: fingerprint, **_git_state(),
+            **{k: str(v) for k, v in checkpoint_provenance(result.checkpoint).items()}}
+    if os.environ.get("DVC_EXP_NAME"):
+        tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
+    return tags
+
+
+def _metrics(mlflow, result: Result, history: list[dict[str, float]]) -> list[Any]:
+    Metric = mlflow.entities.Metric
+    out = [Metric(key, value, int(1000 * row["time"]), int(row["epoch"]))
+           for row in history for key, value in row.items() if key not in ("epoch", "time")]
+    now = int(1000 * time.time())
+    for prefix, path in result.metrics.items():
+        try:
+            tree = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{path} is unreadable ({exc}); rerun `dvc repro` for the stage that writes it") from None
+        out += [Metric(key, float(value), now, 0) for key, value in flatten_tree(tree, prefix).items()
+                if isinstance(value, (int, float)) and not isinstance(value, bool)]  # lists and notes stay in the file
+    return out
+
+
+def _git_state() -> dict[str, str]:
     def git(*args: str) -> str:
         try:
             return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout.strip()
@@ -66,127 +295,3 @@ def git_state() -> dict[str, str]:
     commit = git("rev-parse", "HEAD")
     dirty = git("status", "--porcelain", "--untracked-files=no")
     return {"git_commit": commit or "unknown", "git_dirty": str(bool(dirty)).lower() if commit else "unknown"}
-
-
-def _raise_on_sigterm() -> None:
-    def handler(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, handler)
-
-
-@contextlib.contextmanager
-def training_run(experiment: str, run_file: Path, params: dict[str, Any], tags: dict[str, str]) -> Iterator[Any]:
-    """Start a run, log params and tags, and write its id to run_file. Ends FAILED on any exception
-    (an interrupt or SIGTERM included), so no run is left RUNNING."""
-    embedded = not os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow = _mlflow()
-    _raise_on_sigterm()
-    exp_name = os.environ.get("DVC_EXP_NAME")
-    experiment_id = _experiment_id(mlflow, experiment, embedded)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=exp_name or None) as run:
-        mlflow.log_params(params)
-        mlflow.set_tags({**tags, **git_state(), **({"dvc_exp_name": exp_name} if exp_name else {})})
-        save_json(run_file, {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id,
-                             "tracking_uri": tracking_uri()})
-        yield mlflow
-
-
-@contextlib.contextmanager
-def resume_run(run_file: Path, params: dict[str, Any]) -> Iterator[Any]:
-    """Reopen the training run named in run_file, for evaluate and render to add to.
-
-    Importing MLflow and opening its SQL store take about 3 s, as long as everything else in a render
-    rerun. So the run is reopened in a forked worker process, beside the stage's own work; what this
-    yields stands for the `mlflow` module, and each call on it runs in the worker, in order. The run
-    ends FINISHED, or FAILED on any exception (an interrupt or SIGTERM included)."""
-    if not run_file.is_file():
-        raise UserError(f"{run_file} is missing; run `dvc repro train` first")
-    try:
-        run_id = json.loads(run_file.read_text())["run_id"]
-    except (ValueError, KeyError):
-        raise UserError(f"{run_file} is not a run file; rerun `dvc repro -f train`") from None
-    _raise_on_sigterm()
-    fork = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(1, mp_context=fork, initializer=_leave_signals_to_the_stage) as worker:
-        opened = worker.submit(_open_run, run_id, params)
-        try:
-            yield _InWorker(worker, opened)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                if opened.exception() is None:
-                    worker.submit(_end_run, "FAILED").result()
-            raise
-        opened.result()
-        worker.submit(_end_run, "FINISHED").result()
-
-
-class _InWorker:
-    """The mlflow module as resume_run's caller sees it: calls go to the worker, once the run is open."""
-
-    def __init__(self, worker: ProcessPoolExecutor, opened: Future):
-        self._worker, self._opened = worker, opened
-
-    def __getattr__(self, name: str):
-        def call(*args, **kwargs):
-            self._opened.result()  # never log without the run (MLflow would start a new one)
-            return self._worker.submit(_call, name, args, kwargs).result()
-
-        return call
-
-
-# In the worker process:
-
-def _leave_signals_to_the_stage() -> None:
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
-    with contextlib.suppress(OSError, AttributeError):  # Linux: die with the stage, even if it is SIGKILLed
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-def _open_run(run_id: str, params: dict[str, Any]) -> None:
-    mlflow = _mlflow()
-    try:
-        run = mlflow.get_run(run_id)
-    except Exception:
-        raise UserError(
-            f"MLflow run {run_id} is not in {tracking_uri()}; rerun `dvc repro -f train` to record a new one"
-        ) from None
-    mlflow.start_run(run_id=run_id)
-    log_params_once(mlflow, run.data.params, params)
-
-
-def _call(name: str, args: tuple, kwargs: dict) -> Any:
-    return getattr(_mlflow(), name)(*args, **kwargs)
-
-
-def _end_run(status: str) -> None:
-    _mlflow().end_run(status)
-
-
-def log_params_once(mlflow, logged: dict[str, str], params: dict[str, Any]) -> None:
-    """MLflow params are write-once: log the new ones; a changed value (a stage rerun with other
-    params on the same model) is recorded as an `override.<key>` tag."""
-    new = {k: v for k, v in params.items() if k not in logged}
-    changed = {f"override.{k}": str(v) for k, v in params.items() if k in logged and logged[k] != str(v)}
-    if new:
-        mlflow.log_params(new)
-    if changed:
-        mlflow.set_tags(changed)
-
-
-def log_model(mlflow, model) -> None:
-    """Log the nn.Module (pickled, with this package's code beside it) so that
-    mlflow.pytorch.load_model gives back a VAE with encode, decode and sample."""
-    import torch
-
-    import mnist_vae
-
-    version = torch.__version__.split("+")[0]
-    mlflow.pytorch.log_model(
-        model.cpu(), name="model", serialization_format="pickle",
-        code_paths=[str(Path(mnist_vae.__file__).parent)],
-        pip_requirements=[f"torch=={version}", "pydantic>=2"],  # given, so MLflow does not spend ~10 s inferring them
-    )

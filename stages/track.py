@@ -1,0 +1,26 @@
+"""track: the pipeline's outputs -> one MLflow run (or, if the store already holds this result, none)."""
+
+from pathlib import Path
+
+from mnist_vae.cli import run_stage
+from mnist_vae.tracking import Result, log_result, shown_uri, tracking_uri, ui_address
+
+
+def main(params):
+    result = Result(
+        params=params,
+        history=Path("metrics/history.csv"),
+        metrics={"train": Path("metrics/train.json"), "eval": Path("metrics/eval.json")},
+        artifacts={Path("metrics/history.csv"): "", Path("metrics/train.json"): "", Path("metrics/eval.json"): "",
+                   Path("models/vae.pt"): "checkpoint", Path("reports/figures"): "figures",
+                   Path("reports/explorer.html"): ""},
+        checkpoint=Path("models/vae.pt"),
+    )
+    experiment_id, run_id, created = log_result(result)
+    said = "logged run" if created else "this result is already run"
+    print(f"track: {said} {run_id} in experiment '{params.tracking.experiment}' at {shown_uri(tracking_uri())}\n"
+          f"track: {ui_address(experiment_id, run_id)}")
+
+
+if __name__ == "__main__":
+    run_stage("track", main)
