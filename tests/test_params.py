@@ -64,6 +64,12 @@ def load_error(tmp_path, text: str) -> str:
         ("tracking:\n  experiment: ''\n", "tracking.experiment", "''"),
         ("data:\n  keras_file_hash: abc123\n", "data.keras_file_hash", "'abc123'"),
         ("data:\n  sha256:\n    x_train: ABC\n", "data.sha256.x_train", "'ABC'"),
+        ("classifier:\n  channels: [32]\n", "classifier.channels", "[32]"),
+        ("classifier:\n  epochs: 0\n", "classifier.epochs", "0"),
+        ("quality:\n  n_samples: 1\n", "quality.n_samples", "1"),
+        ("quality:\n  k: 0\n", "quality.k", "0"),
+        ("quality:\n  probe_l2: -1\n", "quality.probe_l2", "-1"),
+        ("render:\n  class_sheet: 31\n", "render.class_sheet", "31"),
     ],
 )
 def test_bad_value_names_key_and_value(tmp_path, text, key, shown_value):
@@ -132,7 +138,8 @@ def test_unknown_key_without_near_match_lists_the_section_keys(tmp_path):
 def test_unknown_top_level_section_lists_sections(tmp_path):
     message = load_error(tmp_path, "zzzzzz:\n  a: 1\n")
     assert "'zzzzzz'" in message
-    for section in ("seed", "data", "dequantize", "model", "train", "evaluate", "render", "tracking"):
+    for section in ("seed", "data", "dequantize", "model", "train", "evaluate", "render", "classifier", "quality",
+                    "tracking"):
         assert section in message
 
 

@@ -333,6 +333,44 @@ def labelled_grid(canvas: np.ndarray, labels: list[str], title: str = "") -> Fig
     return fig
 
 
+def class_rows(images, predicted, per_class: int, n_classes: int = 10) -> np.ndarray:
+    """(n_classes, per_class, 784) images: row d holds the first `per_class` images predicted as digit d,
+    in their given order; a row with fewer is padded with NaN (drawn blank)."""
+    images = np.asarray(images, dtype=np.float32).reshape(len(images), -1)
+    predicted = np.asarray(predicted)
+    out = np.full((n_classes, per_class, images.shape[1]), np.nan, dtype=np.float32)
+    for d in range(n_classes):
+        picked = images[predicted == d][:per_class]
+        out[d, :len(picked)] = picked
+    return out
+
+
+def samples_by_class(images, predicted, per_class: int) -> Figure:
+    """Prior samples sorted by the classifier's predicted digit: one row per digit, blank where the model
+    drew fewer than `per_class` of that digit."""
+    _check_count("per_class", per_class)
+    predicted = np.asarray(predicted)
+    share = np.bincount(predicted, minlength=10)[:10] / max(len(predicted), 1)
+    return labelled_grid(tile(class_rows(images, predicted, per_class)),
+                         [f"{d} ({share[d]:.0%})" for d in range(10)],
+                         f"Prior samples by predicted digit (share of {len(predicted)} samples)")
+
+
+def class_histogram(histogram, entropy: float, n: int) -> Figure:
+    """Bar chart of the fraction of samples predicted as each digit, against the uniform 1/10."""
+    hist = np.asarray(histogram, dtype=np.float64)
+    fig = _figure(6.0, 3.6)
+    ax = fig.add_subplot()
+    ax.bar(range(len(hist)), hist, color="tab:blue")
+    ax.axhline(1 / len(hist), color="black", linestyle="--", linewidth=1, label="uniform")
+    ax.set_xticks(range(len(hist)))
+    ax.set(xlabel="predicted digit", ylabel="fraction of samples")
+    ax.set_title(f"Classes of {n} prior samples (entropy {entropy:.3f} nats, max ln 10 = {math.log(10):.3f})",
+                 fontsize=10)
+    ax.legend()
+    return fig
+
+
 def save(fig: Figure, path: str | os.PathLike) -> None:
     """Write `fig` as a PNG at DPI dots per inch (grayscale when it has no colour), making parent folders.
 

@@ -134,6 +134,33 @@ class RenderParams(Section):
     curves: bool = True
     # reports/explorer.html: the decoder in one offline page (false: a short page saying it is off)
     explorer: bool = True
+    # prior samples (evaluate's quality.n_samples of them) sorted by predicted digit: images per row (0 = skip)
+    class_sheet: Annotated[int, Strict(), Field(ge=0, le=30)] = 10
+    class_histogram: bool = True
+
+
+class ClassifierParams(Section):
+    """The digit classifier whose penultimate layer is the quality metrics' feature space."""
+
+    seed: Count = 0
+    channels: list[PositiveInt] = Field(default_factory=lambda: [32, 64], min_length=2, max_length=2)
+    feature_dim: PositiveInt = 128
+    epochs: PositiveInt = 3
+    batch_size: PositiveInt = 128
+    lr: Annotated[float, Field(gt=0, le=1)] = 0.005  # the one-cycle schedule's peak
+    threads: Count = 0  # 0 = torch's default
+
+
+class QualityParams(Section):
+    """Sample and representation quality in the classifier's feature space (evaluate)."""
+
+    n_samples: Annotated[int, Strict(), Field(ge=2)] = 10000  # draws from the prior
+    n_reference: Annotated[int, Strict(), Field(ge=2)] = 10000  # training digits in the train-vs-test floor
+    k: PositiveInt = 3  # neighbours of the k-NN manifolds (Kynkäänniemi et al. 2019)
+    block: PositiveInt = 1000  # rows per block of pairwise distances (memory: block x n float64)
+    probe_examples: Count = 0  # training encodings for the linear probe; 0 = all
+    probe_l2: Annotated[float, Field(ge=0)] = 1e-4
+    probe_max_iter: PositiveInt = 200
 
 
 class TrackingParams(Section):
@@ -151,6 +178,8 @@ class Params(Section):
     train: TrainParams = Field(default_factory=TrainParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     render: RenderParams = Field(default_factory=RenderParams)
+    classifier: ClassifierParams = Field(default_factory=ClassifierParams)
+    quality: QualityParams = Field(default_factory=QualityParams)
     tracking: TrackingParams = Field(default_factory=TrackingParams)
 
     @model_validator(mode="after")
