@@ -5,13 +5,14 @@ from pathlib import Path
 
 import torch
 
-from mnist_vae import evaluation
+from mnist_vae import classifier, evaluation, quality
 from mnist_vae.cli import run_stage
 from mnist_vae.io import load_npz, save_json
 from mnist_vae.model import load_checkpoint
 from mnist_vae.training import pick_device
 
 TRAIN, TEST = Path("data/processed/train.npz"), Path("data/processed/test.npz")
+RAW, CLASSIFIER = Path("data/raw/mnist.npz"), Path("models/classifier.pt")
 MODEL, OUT = Path("models/vae.pt"), Path("metrics/eval.json")
 
 
@@ -19,19 +20,30 @@ def main(params):
     p = params.evaluate
     device = pick_device(params.train.device)
     model = load_checkpoint(MODEL, device)
-    x_test = torch.from_numpy(load_npz(TEST, ("x",), "dequantize")["x"])
-    x_train = torch.from_numpy(load_npz(TRAIN, ("x",), "dequantize")["x"][: p.train_slice])
-    if p.max_examples:
-        x_test = x_test[: p.max_examples]
+    test = {k: torch.from_numpy(v) for k, v in load_npz(TEST, ("x", "y"), "dequantize").items()}
+    train = {k: torch.from_numpy(v) for k, v in load_npz(TRAIN, ("x", "y"), "dequantize").items()}
+    raw = load_npz(RAW, ("x_train", "x_test"), "download")
+    digit_classifier = classifier.load(CLASSIFIER)
+    x_test = test["x"][: p.max_examples] if p.max_examples else test["x"]
     torch.manual_seed(params.seed)
     start = time.perf_counter()
-    metrics = evaluation.evaluate(model, x_test.to(device), x_train.to(device), p,
+    metrics = evaluation.evaluate(model, x_test.to(device), train["x"][: p.train_slice].to(device), p,
                                   model.config.likelihood, params.dequantize.mode)
     metrics["eval_time"] = time.perf_counter() - start
+    start = time.perf_counter()
+    metrics["quality"] = quality.evaluate(
+        model, digit_classifier, {"x": train["x"].to(device), "y": train["y"]},
+        {"x": test["x"].to(device), "y": test["y"]}, raw, params.dequantize.mode, params.quality,
+        torch.Generator().manual_seed(params.seed))
+    metrics["quality_time"] = time.perf_counter() - start
     save_json(OUT, metrics)
-    t = metrics["test"]
+    t, q = metrics["test"], metrics["quality"]
     print(f"test: -ELBO {t['nelbo']:.2f}, IWAE(K={p.iw_samples}) NLL {t['iw_nll']:.2f} ± {t['iw_nll_se']:.2f} nats, "
           f"active units {metrics['posterior']['active_units']}/{model.latent_dim}, {metrics['eval_time']:.1f}s")
+    print(f"quality: sample FID {q['samples']['fid']:.2f} (train/test floor {q['reference']['fid']:.2f}), "
+          f"precision {q['samples']['precision']:.3f}, recall {q['samples']['recall']:.3f}, "
+          f"reconstruction accuracy {q['reconstructions']['accuracy']:.4f}, probe {q['probe']['test_accuracy']:.4f}, "
+          f"{metrics['quality_time']:.1f}s")
 
 
 if __name__ == "__main__":

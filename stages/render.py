@@ -1,4 +1,4 @@
-"""render: the trained model's figures -> reports/figures/*.png."""
+"""render: the trained model's figures -> reports/figures/*.png, and the latent explorer -> reports/explorer.html."""
 
 import csv
 import shutil
@@ -7,14 +7,16 @@ from pathlib import Path
 
 import torch
 
-from mnist_vae import figures
+from mnist_vae import classifier, explorer, figures, quality
 from mnist_vae.cli import run_stage
 from mnist_vae.errors import UserError
 from mnist_vae.io import load_npz
 from mnist_vae.model import load_checkpoint
 
 TEST, HISTORY = Path("data/processed/test.npz"), Path("metrics/history.csv")
+CLASSIFIER = Path("models/classifier.pt")
 MODEL, OUT = Path("models/vae.pt"), Path("reports/figures")
+EXPLORER = Path("reports/explorer.html")
 
 
 def main(params):
@@ -23,17 +25,25 @@ def main(params):
     OUT.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".figures.", dir=OUT.parent))  # renamed over OUT when complete
     try:
-        for name, fig in wanted(params.render, model, torch.from_numpy(test["x"]), test["y"], params.seed):
+        for name, fig in wanted(params, model, torch.from_numpy(test["x"]), test["y"]):
             figures.save(fig, tmp / f"{name}.png")
         shutil.rmtree(OUT, ignore_errors=True)
         tmp.rename(OUT)
         print(f"render: {len(list(OUT.glob('*.png')))} figures in {OUT}/")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    if params.render.explorer:
+        explorer.write(EXPLORER, model, torch.from_numpy(test["x"]), test["y"], params.seed,
+                       params.evaluate.active_unit_threshold)
+        print(f"render: the latent explorer in {EXPLORER} ({EXPLORER.stat().st_size / 1e6:.1f} MB)")
+    else:
+        explorer.write_off_notice(EXPLORER)
 
 
-def wanted(p, model, x, y, seed):
+def wanted(params, model, x, y):
     """(name, figure) for each figure the render params ask for; each random figure has its own stream."""
+    p, seed = params.render, params.seed
+
     def gen():
         return torch.Generator().manual_seed(seed)
 
@@ -51,6 +61,21 @@ def wanted(p, model, x, y, seed):
         yield "latent_space", figures.latent_space(model, x, y, p.latent_points)
     if p.manifold_grid and model.latent_dim == 2:
         yield "manifold", figures.manifold(model, p.manifold_grid)
+    if p.class_sheet or p.class_histogram:
+        yield from _class_figures(params, model, gen())
+
+
+def _class_figures(params, model, generator):
+    """The prior samples of evaluate's quality metrics (same seed, count and mapping), classified."""
+    n = params.quality.n_samples
+    images = quality.generate(model, n, params.dequantize.mode, generator)
+    _, probs = classifier.predict(classifier.load(CLASSIFIER), images)
+    predicted = probs.argmax(1).numpy()
+    if params.render.class_sheet:
+        yield "samples_by_class", figures.samples_by_class(images, predicted, params.render.class_sheet)
+    if params.render.class_histogram:
+        coverage = quality.class_coverage(probs)
+        yield "class_histogram", figures.class_histogram(coverage["histogram"], coverage["entropy"], n)
 
 
 def _history():

@@ -10,9 +10,12 @@ def main(params):
     result = Result(
         params=params,
         history=Path("metrics/history.csv"),
-        metrics={"train": Path("metrics/train.json"), "eval": Path("metrics/eval.json")},
+        metrics={"train": Path("metrics/train.json"), "eval": Path("metrics/eval.json"),
+                 "classifier": Path("metrics/classifier.json")},
         artifacts={Path("metrics/history.csv"): "", Path("metrics/train.json"): "", Path("metrics/eval.json"): "",
-                   Path("models/vae.pt"): "checkpoint", Path("reports/figures"): "figures"},
+                   Path("metrics/classifier.json"): "",
+                   Path("models/vae.pt"): "checkpoint", Path("reports/figures"): "figures",
+                   Path("reports/explorer.html"): ""},
         checkpoint=Path("models/vae.pt"),
     )
     experiment_id, run_id, created = log_result(result)

@@ -22,7 +22,7 @@ def main(params):
     device = training.pick_device(p.device)
     keys = ("x", "y", "p") if p.dynamic_binarization else ("x", "y")
     train_arrays, test_arrays = load_npz(TRAIN, keys, "dequantize"), load_npz(TEST, ("x",), "dequantize")
-    n = p.max_examples or len(train_arrays["x"])
+    n = min(p.max_examples or len(train_arrays["x"]), len(train_arrays["x"]))
     data = training.Data(
         x_train=torch.from_numpy(train_arrays["x"][:n]).to(device),
         x_test=torch.from_numpy(test_arrays["x"]).to(device),

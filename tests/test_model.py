@@ -79,3 +79,14 @@ def test_bad_checkpoints_are_one_line_errors(tmp_path):
     with pytest.raises(UserError, match="not a readable checkpoint") as err:
         load_checkpoint(bad)
     assert "\n" not in str(err.value)
+    # the cause is named: here a checkpoint whose weights do not fit its config
+    torch.manual_seed(0)
+    model = VAE(ModelParams(hidden_dims=[16], latent_dim=2))
+    save_checkpoint(tmp_path / "vae.pt", model)
+    raw = torch.load(tmp_path / "vae.pt", weights_only=True)
+    raw["config"]["latent_dim"] = 3
+    torch.save(raw, tmp_path / "vae.pt")
+    with pytest.raises(UserError) as err:
+        load_checkpoint(tmp_path / "vae.pt")
+    message = str(err.value)
+    assert "\n" not in message and "RuntimeError" in message and "size mismatch" in message

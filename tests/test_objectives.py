@@ -32,6 +32,14 @@ def test_bernoulli_is_the_notebooks_bce():
     torch.testing.assert_close(-objectives.bernoulli_log_prob(x, logits), notebook, rtol=1e-5, atol=1e-3)
 
 
+def test_bernoulli_is_minus_binary_cross_entropy_with_logits():
+    # the README's description: x.logits - softplus(logits) is exactly -BCE-with-logits, summed over pixels
+    torch.manual_seed(0)
+    logits, x = torch.randn(8, 784, dtype=torch.float64) * 5, torch.rand(8, 784, dtype=torch.float64)
+    bce = F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+    torch.testing.assert_close(objectives.bernoulli_log_prob(x, logits), -bce, rtol=1e-12, atol=1e-9)
+
+
 def test_bernoulli_sums_to_one_over_binary_pixels():
     logits = torch.linspace(-20, 20, 101, dtype=torch.float64)[:, None]
     p0 = objectives.bernoulli_log_prob(torch.zeros_like(logits), logits).exp()
@@ -88,6 +96,14 @@ def test_continuous_bernoulli_mean_matches_numeric_mean():
         assert objectives.likelihood_mean("continuous_bernoulli", lg).item() == pytest.approx(numeric, abs=1e-5)
 
 
+def test_continuous_bernoulli_mean_is_accurate_in_float32():
+    logits = torch.linspace(-4, 4, 400_001, dtype=torch.float32)
+    ld = logits.double()  # exact mean 1 / (1 - e^-l) - 1 / l, in float64 away from 0
+    exact = torch.where(ld.abs() > 1e-4, 1 / -torch.expm1(-ld) - 1 / ld, 0.5 + ld / 12)
+    got = objectives.likelihood_mean("continuous_bernoulli", logits).double()
+    assert (got - exact).abs().max().item() < 1e-6
+
+
 @pytest.mark.parametrize("sigma", [0.05, 0.3, 1.0])
 def test_gaussian_integrates_to_one(sigma):
     logit = torch.tensor([[0.4]], dtype=torch.float64)
@@ -95,6 +111,19 @@ def test_gaussian_integrates_to_one(sigma):
     total = _integrate(lambda x: objectives.gaussian_log_prob(x[:, None], logit.expand(len(x), 1), log_sigma),
                        -12 * sigma, 1 + 12 * sigma)
     assert total == pytest.approx(1.0, abs=1e-6)
+
+
+def test_learned_gaussian_sigma_has_a_floor():
+    cfg = ModelParams(likelihood="gaussian", gaussian_sigma="learned", gaussian_sigma_min=0.01)
+    x = torch.zeros(1, 784, dtype=torch.float64)  # constant pixels, predicted exactly
+    logits = torch.full((1, 784), -40.0, dtype=torch.float64)  # mean sigmoid(-40) ~ 4e-18
+    ceiling = -784 * (math.log(0.01) + 0.5 * math.log(2 * math.pi))  # log N(0; 0, 0.01^2) per pixel
+    for log_sigma in (-50.0, -1e4):  # a per-pixel parameter driven far below the floor
+        value = objectives.log_likelihood(cfg, x, logits, torch.full((784,), log_sigma, dtype=torch.float64))
+        assert value.item() == pytest.approx(ceiling, rel=1e-9)
+    # sigma = sigma_min + exp(log_sigma): at log_sigma = log(0.04) it is 0.05
+    value = objectives.log_likelihood(cfg, x, logits, torch.full((784,), math.log(0.04), dtype=torch.float64))
+    assert value.item() == pytest.approx(-784 * (math.log(0.05) + 0.5 * math.log(2 * math.pi)), rel=1e-9)
 
 
 def test_log_likelihood_dispatches_on_config():

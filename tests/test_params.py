@@ -64,6 +64,12 @@ def load_error(tmp_path, text: str) -> str:
         ("tracking:\n  experiment: ''\n", "tracking.experiment", "''"),
         ("data:\n  keras_file_hash: abc123\n", "data.keras_file_hash", "'abc123'"),
         ("data:\n  sha256:\n    x_train: ABC\n", "data.sha256.x_train", "'ABC'"),
+        ("classifier:\n  channels: [32]\n", "classifier.channels", "[32]"),
+        ("classifier:\n  epochs: 0\n", "classifier.epochs", "0"),
+        ("quality:\n  n_samples: 1\n", "quality.n_samples", "1"),
+        ("quality:\n  k: 0\n", "quality.k", "0"),
+        ("quality:\n  probe_l2: -1\n", "quality.probe_l2", "-1"),
+        ("render:\n  class_sheet: 31\n", "render.class_sheet", "31"),
     ],
 )
 def test_bad_value_names_key_and_value(tmp_path, text, key, shown_value):
@@ -132,7 +138,8 @@ def test_unknown_key_without_near_match_lists_the_section_keys(tmp_path):
 def test_unknown_top_level_section_lists_sections(tmp_path):
     message = load_error(tmp_path, "zzzzzz:\n  a: 1\n")
     assert "'zzzzzz'" in message
-    for section in ("seed", "data", "dequantize", "model", "train", "evaluate", "render", "tracking"):
+    for section in ("seed", "data", "dequantize", "model", "train", "evaluate", "render", "classifier", "quality",
+                    "tracking"):
         assert section in message
 
 
@@ -158,6 +165,7 @@ def test_missing_file(tmp_path):
     message = str(info.value)
     assert one_line(message)
     assert str(missing) in message and "not found" in message
+    assert "--" not in message  # no option the stages do not have
 
 
 def test_a_folder_is_not_a_params_file(tmp_path):
@@ -266,3 +274,17 @@ def test_dynamic_binarization_needs_binarized_data(tmp_path):
         load_params(write_params(tmp_path, "train:\n  dynamic_binarization: true\n"))
     ok = "dequantize:\n  mode: binarize\ntrain:\n  dynamic_binarization: true\n"
     assert load_params(write_params(tmp_path, ok)).train.dynamic_binarization
+
+
+def test_iwae_rows_per_step_are_bounded(tmp_path):
+    # K x batch_size rows are decoded per step and all kept for the backward pass
+    with pytest.raises(UserError) as info:
+        load_params(write_params(tmp_path, "train:\n  objective: iwae\n  iw_samples: 257\n  batch_size: 128\n"))
+    assert one_line(str(info.value)) and "32896" in str(info.value) and "32768" in str(info.value)
+    assert load_params(write_params(tmp_path, "train:\n  objective: iwae\n  iw_samples: 256\n")).train.iw_samples == 256
+
+
+def test_gaussian_sigma_floor_is_positive(tmp_path):
+    assert load_params(write_params(tmp_path, "")).model.gaussian_sigma_min == 1e-3
+    with pytest.raises(UserError, match="model.gaussian_sigma_min"):
+        load_params(write_params(tmp_path, "model:\n  gaussian_sigma_min: 0\n"))

@@ -30,7 +30,7 @@ from mnist_vae.params import Params
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "mnist_small.npz"
 BIN = Path(sys.executable).parent
-STAGES = ["download", "dequantize", "train", "evaluate", "render", "track"]
+STAGES = ["download", "dequantize", "classifier", "train", "evaluate", "render", "track"]
 
 pytestmark = pytest.mark.slow
 
@@ -93,6 +93,8 @@ def repo(tmp_path_factory) -> Path:
         train={"epochs": 3, "batch_size": 64},
         evaluate={"iw_samples": 10, "train_slice": 200, "mi_examples": 100},
         render={"latent_points": 200, "samples_grid": 4},
+        classifier={"epochs": 4, "batch_size": 32, "threads": 1},
+        quality={"n_samples": 200, "n_reference": 200, "probe_max_iter": 50},
         tracking={"experiment": "pipeline-test", "registered_model": "pipeline-vae"},
     )
     sh("git", "init", "-q", cwd=root)
@@ -167,8 +169,8 @@ def test_outputs_are_exact_and_a_second_repro_does_nothing(repo):
         assert (repo / out).is_file(), out
     assert not (repo / "models/mlflow_run.json").exists()
     figures = sorted(p.name for p in (repo / "reports/figures").glob("*.png"))
-    assert figures == ["interpolation.png", "latent_space.png", "reconstructions.png",
-                       "reparameterization.png", "samples.png", "training_curves.png"]
+    assert figures == ["class_histogram.png", "interpolation.png", "latent_space.png", "reconstructions.png",
+                       "reparameterization.png", "samples.png", "samples_by_class.png", "training_curves.png"]
     again = sh("dvc", "repro", cwd=repo).stdout
     assert ran_stages(again) == [] and "up to date" in again
 
@@ -178,6 +180,8 @@ def test_the_dag_has_exactly_the_pipelines_edges(repo):
     edges = {tuple(part.strip().strip('";') for part in line.split("->")) for line in dot.splitlines() if "->" in line}
     assert edges == {
         ("download", "dequantize"), ("dequantize", "train"), ("dequantize", "evaluate"), ("dequantize", "render"),
+        ("download", "classifier"), ("download", "evaluate"), ("classifier", "evaluate"), ("classifier", "render"),
+        ("classifier", "track"),
         ("train", "evaluate"), ("train", "render"), ("train", "track"), ("evaluate", "track"), ("render", "track"),
     }
 
@@ -187,7 +191,7 @@ def test_no_stage_but_track_imports_mlflow(fork):
     poison.mkdir(parents=True)
     (poison / "__init__.py").write_text("raise ImportError('this stage imported mlflow')\n")
     path = os.pathsep.join(filter(None, [str(poison.parent), os.environ.get("PYTHONPATH")]))
-    for stage in ("download", "dequantize", "train", "evaluate", "render"):
+    for stage in ("download", "dequantize", "classifier", "train", "evaluate", "render"):
         sh(sys.executable, f"stages/{stage}.py", cwd=fork, PYTHONPATH=path)
     proc = sh(sys.executable, "stages/track.py", cwd=fork, check=False, PYTHONPATH=path)
     assert proc.returncode != 0 and "this stage imported mlflow" in proc.stderr  # the poison works
@@ -223,7 +227,7 @@ def test_the_run_is_complete(repo):
     assert run.data.metrics["eval.posterior.active_units"] == evaluation["posterior"]["active_units"]
     names = {a.path for a in c.list_artifacts(run.info.run_id)} | {
         a.path for a in c.list_artifacts(run.info.run_id, "figures")}
-    assert {"history.csv", "eval.json", "train.json", "checkpoint", "figures/samples.png"} <= names
+    assert {"history.csv", "eval.json", "train.json", "checkpoint", "figures/samples.png", "explorer.html"} <= names
     assert c.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     [version] = c.search_model_versions("name = 'pipeline-vae'")
     assert version.run_id == run.info.run_id
@@ -233,6 +237,19 @@ def test_the_run_is_complete(repo):
     assert mu.shape == (2, 20) and model.sample(3).shape == (3, 784)
     by_run = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
     torch.testing.assert_close(by_run.state_dict(), model.state_dict())
+
+
+def test_the_mnist_vae_command_uses_the_pipelines_checkpoint_and_the_version_track_registered(repo, tmp_path):
+    command = shutil.which("mnist-vae", path=env()["PATH"])
+    assert command, "the mnist-vae console script is not installed; run `make setup`"
+    info = json.loads(sh(command, "info", cwd=repo).stdout)
+    assert info["dequantize"]["mode"] == "notebook" and "dvc.lock" in info["dequantize"]["from"]  # what trained it
+    assert info["evaluation"]["test"]["iw_nll"] == json.loads((repo / "metrics/eval.json").read_text())["test"]["iw_nll"]
+    [version] = client(repo).search_model_versions("name = 'pipeline-vae'")
+    for model, out in (("models/vae.pt", "local.npy"), (f"models:/pipeline-vae/{version.version}", "registered.npy")):
+        sh(command, "sample", "-n", "3", "--seed", "2", "--model", model, "-o", str(tmp_path / out), cwd=repo,
+           MLFLOW_TRACKING_URI=f"sqlite:///{repo / 'mlflow.db'}")
+    assert np.array_equal(np.load(tmp_path / "local.npy"), np.load(tmp_path / "registered.npy"))
 
 
 def test_a_cached_training_experiment_gets_its_own_complete_run_and_the_baseline_is_untouched(fork, tmp_path):
@@ -372,7 +389,7 @@ def test_queued_experiments_on_a_new_store_give_one_run_each_and_one_experiment(
     assert all(r.info.status == "FINISHED" for r in found)
     c = client(fork)
     assert [e.name for e in c.search_experiments() if e.name != "Default"] == ["pipeline-test"]
-    assert len(c.list_artifacts(found[0].info.run_id, "figures")) == 6  # artifacts beside the store, not the copy
+    assert len(c.list_artifacts(found[0].info.run_id, "figures")) == 8  # artifacts beside the store, not the copy
     shown = json.dumps(json.loads(sh("dvc", "exp", "show", "--json", cwd=fork).stdout))
     assert all(f"queued-k{k}" in shown for k in (2, 3, 4))
 

@@ -116,8 +116,11 @@ def test_one_run_holds_params_histories_metrics_artifacts_tags_and_model(store, 
     assert version.run_id == run_id
     model = mlflow.pytorch.load_model(f"models:/tiny-vae/{version.version}")
     assert isinstance(model, VAE) and model.encode(torch.rand(3, 784))[0].shape == (3, 2)
-    inputs = mlflow.models.get_model_info(f"models:/tiny-vae/{version.version}").signature.inputs
-    assert inputs.inputs[0].shape == (-1, 784)
+    assert model.dequantize == result.params.dequantize.mode
+    assert isinstance(mlflow.pytorch.load_model(f"runs:/{run_id}/model"), VAE)  # the model is in the run's experiment
+    info = mlflow.models.get_model_info(f"models:/tiny-vae/{version.version}")
+    assert info.flavors["python_function"]["loader_module"] == "mnist_vae.serving"  # the served pyfunc
+    assert {p.name for p in info.signature.params.params} == {"task", "n", "seed", "temperature"}
 
 
 def test_the_same_result_is_logged_once_and_a_changed_one_is_a_new_run(store, tmp_path):

@@ -1,13 +1,20 @@
-"""The training loop: KL warm-up, learning on real digits, reproducibility, bf16, IWAE."""
+"""The training loop: KL warm-up, learning on real digits, reproducibility, bf16, IWAE, dynamic
+binarization, every architecture and likelihood, divergence."""
 
+import json
+import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from mnist_vae import training
-from mnist_vae.model import VAE
+from mnist_vae import evaluation, objectives, training
+from mnist_vae.errors import UserError
+from mnist_vae.model import VAE, load_checkpoint, save_checkpoint
 from mnist_vae.params import ModelParams, TrainParams
 
 FIXTURE = Path(__file__).parent / "fixtures" / "mnist_small.npz"
@@ -50,11 +57,36 @@ def test_training_learns_and_logs_each_epoch(digits):
     assert history[-1]["test_total"] < history[0]["test_total"]
 
 
-def test_same_seed_same_history_and_weights(digits):
+def _weights(model):
+    return [t.clone() for t in model.state_dict().values()]
+
+
+def test_same_seed_same_history_and_weights_and_another_seed_differs(digits):
     m1, h1 = _train(digits)
     m2, h2 = _train(digits)
     strip = lambda h: [{k: v for k, v in r.items() if k not in ("epoch_time", "time")} for r in h]  # noqa: E731
     assert strip(h1) == strip(h2)
+    for a, b in zip(m1.state_dict().values(), m2.state_dict().values()):
+        assert torch.equal(a, b)
+    # the control: the same initial weights, only train()'s own seed changed
+    torch.manual_seed(0)
+    m3 = VAE(ModelParams(hidden_dims=[128], latent_dim=8))
+    h3 = training.train(m3, digits, TrainParams(epochs=3, batch_size=64), seed=1, device=torch.device("cpu"))
+    assert h3[0]["train_total"] != h1[0]["train_total"]
+    assert not torch.equal(m3.fc_mu_logvar.weight, m1.fc_mu_logvar.weight)
+
+
+def test_test_evaluation_does_not_change_the_training_trajectory(digits):
+    # evaluating on 1000 test digits or on 10 draws different amounts of randomness; training must not see it
+    runs = []
+    for n_test in (len(digits.x_test), 10):
+        torch.manual_seed(0)
+        model = VAE(ModelParams(hidden_dims=[64], latent_dim=4))
+        history = training.train(model, training.Data(digits.x_train[:256], digits.x_test[:n_test]),
+                                 TrainParams(epochs=3, batch_size=64), seed=0, device=torch.device("cpu"))
+        runs.append((model, history))
+    (m1, h1), (m2, h2) = runs
+    assert [r["train_total"] for r in h1] == [r["train_total"] for r in h2]
     for a, b in zip(m1.state_dict().values(), m2.state_dict().values()):
         assert torch.equal(a, b)
 
@@ -65,30 +97,213 @@ def test_warmup_is_logged(digits):
     assert history[1]["kl_weight"] == history[2]["kl_weight"] == 2.0
 
 
+def test_bf16_runs_the_matrix_multiplies_in_bfloat16_and_the_loss_in_float32(digits, monkeypatch):
+    torch.manual_seed(0)
+    model = VAE(ModelParams(hidden_dims=[64], latent_dim=4))
+    linear_out = []
+    linears = [module for module in model.modules() if isinstance(module, torch.nn.Linear)]
+    for module in linears:
+        module.register_forward_hook(lambda m, i, out: linear_out.append(out.dtype))
+    terms = []
+
+    def recording_loss_terms(*args):
+        out = real_loss_terms(*args)
+        terms.append([t.dtype for t in out if t is not None])
+        return out
+
+    real_loss_terms = training.loss_terms
+    monkeypatch.setattr(training, "loss_terms", recording_loss_terms)
+    p = TrainParams(epochs=1, batch_size=64, precision="bf16")
+    x = digits.x_train[:128]
+    training.train_epoch(model, training.make_optimizer(model, p), x, torch.arange(128), p, 0, 2)
+    assert len(linear_out) == 2 * len(linears) == 8  # two steps through encoder 784-64, head, decoder 4-64-784
+    assert set(linear_out) == {torch.bfloat16}
+    assert terms == [[torch.float32, torch.float32]] * 2  # reconstruction and KL, so the loss too
+    # and under fp32 nothing is reduced
+    linear_out.clear()
+    p32 = TrainParams(epochs=1, batch_size=64)
+    training.train_epoch(model, training.make_optimizer(model, p32), x, torch.arange(128), p32, 0, 2)
+    assert set(linear_out) == {torch.float32}
+
+
 def test_bf16_learns_like_fp32(digits):
     _, fp32 = _train(digits)
     _, bf16 = _train(digits, precision="bf16")
     assert bf16[-1]["train_total"] == pytest.approx(fp32[-1]["train_total"], rel=0.03)
 
 
-def test_iwae_objective_trains(digits):
-    _, history = _train(digits, objective="iwae", iw_samples=4)
-    assert history[-1]["train_total"] < history[0]["train_total"] - 20
+def _step_gradients(model, x, p, seed):
+    """The gradients of one train_epoch step on x (SGD with lr 0, so the model does not move)."""
+    torch.manual_seed(seed)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    training.train_epoch(model, optimizer, x, torch.arange(len(x)), p, 0, 1)
+    return [q.grad.clone() for q in model.parameters()]
 
 
-def test_dynamic_binarization_redraws(digits):
-    data = training.Data(digits.x_train, digits.x_test, p_train=digits.x_train)
+def _gradients(model, loss):
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    return [q.grad.clone() for q in model.parameters()]
+
+
+def test_iwae_training_follows_the_gradient_of_the_k_sample_bound(digits):
     torch.manual_seed(0)
     model = VAE(ModelParams(hidden_dims=[64], latent_dim=4))
-    history = training.train(model, data, TrainParams(epochs=2, dynamic_binarization=True), 0, torch.device("cpu"))
-    assert history[-1]["train_total"] < history[0]["train_total"]
+    x, k = digits.x_train[:32], 5
+    step = _step_gradients(model, x, TrainParams(objective="iwae", iw_samples=k, batch_size=32), seed=7)
+    torch.manual_seed(7)  # the same K x 32 draws
+    log_w, _, _ = objectives.log_importance_weights(model, x, k)
+    bound = _gradients(model, -objectives.iwae_bound(log_w).sum())
+    torch.manual_seed(7)
+    log_w, _, _ = objectives.log_importance_weights(model, x, k)
+    elbo = _gradients(model, -log_w.mean(0).sum())  # the K-sample ELBO on the very same draws
+    for g_step, g_bound in zip(step, bound):
+        torch.testing.assert_close(g_step, g_bound, rtol=1e-4, atol=1e-4)
+    gap = max(float((a - b).abs().max()) for a, b in zip(bound, elbo))
+    scale = max(float(a.abs().max()) for a in bound)
+    assert gap > 0.05 * scale  # with K = 5 the two objectives pull differently
+
+
+def test_iwae_logs_the_bound_under_its_own_name(digits):
+    _, history = _train(digits, objective="iwae", iw_samples=4)
+    for row in history:
+        # the ELBO columns hold the ELBO (rec: mean over the K samples of -log p(x|z_k)) ...
+        assert row["train_total"] == pytest.approx(row["train_rec"] + row["train_kl"], rel=1e-5)
+        assert row["test_total"] == pytest.approx(row["test_rec"] + row["test_kl"], rel=1e-5)
+        # ... and the K-sample bound, the tighter one, has columns of its own
+        assert row["train_neg_iwae_bound"] < row["train_total"]
+        assert row["test_neg_iwae_bound"] < row["test_total"]
+    assert history[-1]["train_neg_iwae_bound"] < history[0]["train_neg_iwae_bound"] - 20
+    _, elbo_history = _train(digits)
+    assert "train_neg_iwae_bound" not in elbo_history[0]
+
+
+def test_dynamic_binarization_redraws_each_epoch_from_the_intensities(digits, monkeypatch):
+    seen = []
+
+    def recording_train_epoch(model, optimizer, x, *args, **kwargs):
+        seen.append(x.clone())
+        return real_train_epoch(model, optimizer, x, *args, **kwargs)
+
+    real_train_epoch = training.train_epoch
+    monkeypatch.setattr(training, "train_epoch", recording_train_epoch)
+    intensities = digits.x_train[:64]
+    data = training.Data(torch.bernoulli(intensities), digits.x_test[:10], p_train=intensities)
+    torch.manual_seed(0)
+    model = VAE(ModelParams(hidden_dims=[8], latent_dim=2))
+    epochs = 200
+    training.train(model, data, TrainParams(epochs=epochs, batch_size=64, dynamic_binarization=True), 0,
+                   torch.device("cpu"))
+    draws = torch.stack(seen)
+    assert len(draws) == epochs and set(draws.unique().tolist()) == {0.0, 1.0}
+    assert not torch.equal(draws[0], draws[1])  # each epoch sees other binary images
+    # their mean approaches the intensities: within 5 standard errors sqrt(p (1 - p) / epochs) everywhere
+    se = (intensities * (1 - intensities) / epochs).sqrt()
+    assert ((draws.mean(0) - intensities).abs() <= 5 * se + 1e-6).all()
+    assert (draws.mean(0) - intensities).abs().mean() < 0.02
+
+
+@pytest.mark.parametrize("config, train_kw", [
+    (dict(architecture="conv", hidden_dims=[32], conv_channels=[4, 8]), {}),
+    (dict(likelihood="continuous_bernoulli"), {}),
+    (dict(likelihood="gaussian", gaussian_sigma=0.2), {}),
+    (dict(likelihood="gaussian", gaussian_sigma="learned"), {}),
+    (dict(architecture="conv", hidden_dims=[32], conv_channels=[4, 8]), dict(objective="iwae", iw_samples=3)),
+], ids=["conv", "continuous-bernoulli", "gaussian-fixed", "gaussian-learned", "iwae-conv"])
+def test_other_settings_train_and_their_checkpoints_round_trip(digits, config, train_kw, tmp_path):
+    torch.manual_seed(0)
+    model = VAE(ModelParams(**{"hidden_dims": [64], "latent_dim": 4, **config}))
+    data = training.Data(digits.x_train[:384], digits.x_test[:100])
+    history = training.train(model, data, TrainParams(epochs=3, batch_size=64, **train_kw), 0, torch.device("cpu"))
+    loss = "train_neg_iwae_bound" if train_kw else "train_total"
+    values = [row[loss] for row in history] + [row["test_total"] for row in history]
+    assert all(math.isfinite(v) for v in values)
+    assert history[-1][loss] < history[1][loss] < history[0][loss]
+    save_checkpoint(tmp_path / "vae.pt", model)
+    loaded = load_checkpoint(tmp_path / "vae.pt")
+    assert loaded.config == model.config
+    for a, b in zip(model.state_dict().values(), loaded.state_dict().values()):
+        assert torch.equal(a, b)
+    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    assert evaluation.evaluate_elbo(loaded, data.x_test, generator=g()) == \
+        evaluation.evaluate_elbo(model, data.x_test, generator=g())
+
+
+def _train_until_nan(digits, bad_call):
+    """Train 3 epochs of 4 steps with the encoder's output turned NaN at its `bad_call`-th training call."""
+    torch.manual_seed(0)
+    model = VAE(ModelParams(hidden_dims=[32], latent_dim=4))
+    calls, rows = [], []
+
+    def poison(module, inputs, out):
+        if module.training:
+            calls.append(1)
+            if len(calls) == bad_call:
+                return out * float("nan")
+
+    model.encoder.register_forward_hook(poison)
+    with pytest.raises(UserError) as info:
+        training.train(model, training.Data(digits.x_train[:256], digits.x_test[:10]),
+                       TrainParams(epochs=3, batch_size=64), 0, torch.device("cpu"), on_epoch=rows.append)
+    return model, str(info.value), len(calls), rows
+
+
+def test_a_non_finite_loss_stops_training_at_once_naming_epoch_and_step(digits):
+    model, message, calls, rows = _train_until_nan(digits, 4 + 3)  # the 3rd step of epoch 2
+    assert "\n" not in message and "epoch 2, step 3 of 4" in message and "nan" in message
+    assert calls == 7 and len(rows) == 1  # no step after the bad one, no epoch 2 row
+    assert all(torch.isfinite(t).all() for t in model.state_dict().values())  # the bad step made no update
+
+
+def test_the_deferred_check_of_cuda_names_the_first_bad_step(digits, monkeypatch):
+    # CUDA reads the flag back every CHECK_EVERY_DEFAULT steps; the same code path on the CPU, every 3
+    monkeypatch.setattr(training, "CHECK_EVERY", {})
+    monkeypatch.setattr(training, "CHECK_EVERY_DEFAULT", 3)
+    _, message, calls, rows = _train_until_nan(digits, 4 + 1)  # the 1st step of epoch 2, read back at its 3rd
+    assert "epoch 2, step 1 of 4" in message and calls == 4 + 3 and len(rows) == 1
+    _, message, calls, _ = _train_until_nan(digits, 4 + 4)  # the last step of epoch 2: read back at once
+    assert "epoch 2, step 4 of 4" in message and calls == 8
 
 
 def test_cuda_requested_without_cuda_is_a_clear_error():
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    from mnist_vae.errors import UserError
 
     with pytest.raises(UserError, match="no CUDA device"):
         training.pick_device("cuda")
     assert training.pick_device("auto").type == "cpu"
+
+
+# --------------------------------------------------------------------------- through the train stage
+
+
+def _run_train_stage(tmp_path, repo_root, x_train, train_yaml):
+    from mnist_vae.io import save_npz
+
+    n = len(x_train)
+    save_npz(tmp_path / "data" / "processed" / "train.npz", {"x": x_train, "y": np.zeros(n, np.uint8)})
+    save_npz(tmp_path / "data" / "processed" / "test.npz", {"x": x_train[:50], "y": np.zeros(50, np.uint8)})
+    (tmp_path / "params.yaml").write_text(
+        "model:\n  hidden_dims: [16]\n  latent_dim: 2\n"
+        "train:\n  epochs: 1\n  device: cpu\n" + train_yaml)
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    return subprocess.run([sys.executable, str(repo_root / "stages" / "train.py")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_train_stage_counts_the_digits_it_used(digits, tmp_path, repo_root):
+    x = digits.x_train[:300].numpy()
+    proc = _run_train_stage(tmp_path, repo_root, x, "  max_examples: 5000\n")  # more than there are
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "metrics" / "train.json").read_text())["n_train"] == 300
+
+
+def test_train_stage_stops_on_a_nan_loss_and_writes_nothing(digits, tmp_path, repo_root):
+    x = digits.x_train[:300].numpy().copy()
+    x[:, 0] = np.nan  # every batch's loss is NaN from the first step on
+    proc = _run_train_stage(tmp_path, repo_root, x, "")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("train: error: training diverged") and \
+        "epoch 1, step 1 of 3" in lines[0], proc.stderr
+    assert not (tmp_path / "models" / "vae.pt").exists() and not (tmp_path / "metrics").exists()

@@ -8,7 +8,6 @@ import math
 import torch
 
 from mnist_vae import objectives
-from mnist_vae.training import evaluate_elbo
 
 LN2 = math.log(2)
 D = 784
@@ -21,25 +20,45 @@ def encode_all(model, x: torch.Tensor, batch_size: int = 1000) -> tuple[torch.Te
 
 
 @torch.no_grad()
-def importance_sampled(model, x: torch.Tensor, k: int, batch_size: int = 100,
-                       max_rows: int = 4096) -> dict[str, torch.Tensor]:
+def evaluate_elbo(model, x: torch.Tensor, batch_size: int = 1000,
+                  generator: torch.Generator | None = None) -> dict[str, float]:
+    """Mean per-example negative ELBO, reconstruction and KL (one sample of z per example, drawn from
+    `generator`, or the global generator when None)."""
+    model.eval()
+    sums = torch.zeros(2, device=x.device, dtype=torch.float64)
+    for xb in x.split(batch_size):
+        rec, kl = objectives.negative_elbo(model, xb, generator)
+        sums += torch.stack([rec.sum(), kl.sum()]).double()
+    rec, kl = (sums / len(x)).tolist()
+    return {"total": rec + kl, "rec": rec, "kl": kl}
+
+
+@torch.no_grad()
+def importance_sampled(model, x: torch.Tensor, k: int, batch_size: int = 100, max_rows: int = 4096,
+                       generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
     """Per example: the IWAE estimate of log p(x) with K samples, and the K-sample ELBO parts.
 
-    Each batch's K x batch_size x latent normal draws are made at once; they are decoded in chunks of
-    at most `max_rows` rows (4096 x 784 logits: about 13 MB, which stays in cache better than bigger
-    chunks) and the chunks' log-weights combined with log-sum-exp. So memory does not grow with K
-    past the draws, and the chunk size changes no number.
+    The K samples of a batch are processed in blocks of at most `max_rows` decoded rows (4096 x 784
+    logits: about 13 MB, which stays in cache better than bigger blocks; at least one sample per block),
+    whose log-weights are combined with log-sum-exp, so memory does not grow with K. The normal draws
+    are made one sample (batch x latent) at a time, in order, from `generator` (the global one when
+    None), so they do not depend on the block size and neither does any number. On the CPU, when
+    batch x latent is a multiple of 16 (the default 100 x 20), these are the very draws a single
+    randn(K, batch, latent) would make.
     """
     model.eval()
     out: dict[str, list[torch.Tensor]] = {"log_px": [], "rec": [], "kl": []}
     for xb in x.split(batch_size):
-        eps = torch.randn((k, len(xb), model.latent_dim), device=xb.device, dtype=xb.dtype)
         lse, rec_sum, kl = None, 0.0, None
-        for e in eps.split(max(1, max_rows // len(xb))):
-            log_w, log_px_z, kl = objectives.log_importance_weights(model, xb, len(e), e)
+        per_block = max(1, max_rows // len(xb))
+        for first in range(0, k, per_block):
+            eps = torch.empty((min(per_block, k - first), len(xb), model.latent_dim), device=xb.device, dtype=xb.dtype)
+            for row in eps:
+                row.normal_(generator=generator)
+            log_w, log_px_z, kl = objectives.log_importance_weights(model, xb, len(eps), eps)
             part = torch.logsumexp(log_w, dim=0)
             lse = part if lse is None else torch.logaddexp(lse, part)
-            rec_sum = rec_sum - log_px_z * len(e)
+            rec_sum = rec_sum - log_px_z * len(eps)
         out["log_px"].append(lse - math.log(k))
         out["rec"].append(rec_sum / k)
         out["kl"].append(kl)
@@ -57,22 +76,34 @@ def bits_per_dim(nll_nats: float) -> float:
     return (nll_nats + D * math.log(256)) / (D * LN2)
 
 
+def active_unit_mask(mu: torch.Tensor, threshold: float = 0.01) -> torch.Tensor:
+    """Per unit: does its posterior mean vary over the data, Var_x(E_q[z_j | x]) > threshold (Burda et al. 2015)?"""
+    return mu.var(dim=0) > threshold
+
+
 def active_units(mu: torch.Tensor, threshold: float = 0.01) -> int:
-    """Units whose posterior mean varies over the data: Var_x(E_q[z_j | x]) > threshold (Burda et al. 2015)."""
-    return int((mu.var(dim=0) > threshold).sum())
+    """How many units are active (see :func:`active_unit_mask`)."""
+    return int(active_unit_mask(mu, threshold).sum())
 
 
-def mutual_information(mu: torch.Tensor, logvar: torch.Tensor) -> float:
+def mutual_information(mu: torch.Tensor, logvar: torch.Tensor, max_elements: int = 1 << 22) -> float:
     """I(x; z) under q (Hoffman & Johnson 2016), estimated as in He et al. 2019:
-    E_x E_q(z|x)[log q(z|x)] - E_q(z)[log q(z)], with q(z) the mixture of the N posteriors given."""
+    E_x E_q(z|x)[log q(z|x)] - E_q(z)[log q(z)], with q(z) the mixture of the N posteriors given.
+
+    One z is drawn per x; log q(z_i) needs every pair (z_i, x_j), computed for a block of z_i at a time
+    with at most `max_elements` (block x N x d) entries per temporary (16 MB by default, at least one
+    row), so memory grows linearly in N; the block size changes no number."""
     n, d = mu.shape
     neg_entropy = (-0.5 * d * math.log(2 * math.pi) - 0.5 * (1 + logvar).sum(-1)).mean()
     z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)  # one z per x
     var = logvar.exp()
-    dev = (z[:, None, :] - mu[None, :, :]).pow(2) / var[None]  # (z_i, x_j, d)
-    log_q_zi_xj = -0.5 * (dev.sum(-1) + d * math.log(2 * math.pi) + logvar.sum(-1)[None])
-    log_qz = torch.logsumexp(log_q_zi_xj, dim=1) - math.log(n)
-    return float(neg_entropy - log_qz.mean())
+    log_det = logvar.sum(-1)[None]  # (1, x_j)
+    log_qz = []
+    for zb in z.split(max(1, max_elements // (n * d))):
+        dev = (zb[:, None, :] - mu[None, :, :]).pow(2) / var[None]  # (z_i, x_j, d)
+        log_q_zi_xj = -0.5 * (dev.sum(-1) + d * math.log(2 * math.pi) + log_det)
+        log_qz.append(torch.logsumexp(log_q_zi_xj, dim=1) - math.log(n))
+    return float(neg_entropy - torch.cat(log_qz).mean())
 
 
 @torch.no_grad()

@@ -30,6 +30,8 @@ GAP = 8  # pixels of white between the interpolation path and its original digit
 DPI = 100
 GRAY = matplotlib.colormaps["gray"].with_extremes(bad="white")  # NaN cells show as blank paper
 CURVES = (("total", "Total: negative ELBO"), ("rec", "Reconstruction: -log p(x|z)"), ("kl", "KL(q(z|x) || p(z))"))
+# under train.objective iwae the history also holds the bound being minimised, drawn in a panel of its own
+IWAE_CURVE = ("neg_iwae_bound", "Negative IWAE bound (the iwae loss)")
 
 
 # ---------------------------------------------------------------- helpers
@@ -202,15 +204,18 @@ def reconstructions(model, x_test, n: int) -> Figure:
 
 
 def training_curves(history: list[dict]) -> Figure:
-    """Train and test negative ELBO, reconstruction and KL terms per epoch (nats per example).
+    """Train and test negative ELBO, reconstruction and KL terms per epoch (nats per example), and the
+    train and test negative IWAE bound when the history has it (train.objective iwae): each panel
+    draws one quantity on both splits.
 
     `history` rows are training.train's; numeric strings (rows of csv.DictReader) work too.
     """
     epochs = [float(row["epoch"]) for row in history]
     marker = "o" if len(history) <= 30 else None
-    fig = _figure(13.0, 3.8)
-    for k, (key, title) in enumerate(CURVES):
-        ax = fig.add_subplot(1, 3, k + 1)
+    curves = CURVES + ((IWAE_CURVE,) if f"train_{IWAE_CURVE[0]}" in history[0] else ())
+    fig = _figure(13.0 * len(curves) / 3, 3.8)
+    for k, (key, title) in enumerate(curves):
+        ax = fig.add_subplot(1, len(curves), k + 1)
         for split in ("train", "test"):
             values = [float(row[f"{split}_{key}"]) for row in history]
             ax.plot(epochs, values, marker=marker, markersize=3, label=split)
@@ -244,18 +249,37 @@ def reparameterization(model, x_test, generator: torch.Generator, n: int = 1000)
     return fig
 
 
-def _project(mu: np.ndarray) -> tuple[np.ndarray, str, str]:
-    """2-D coordinates of the encoder means, and their axis labels: the latent itself when it is 2-D,
-    else its first two principal components (signs fixed so the largest loading is positive)."""
-    if mu.shape[1] == 2:
-        return mu, "z1", "z2"
-    if mu.shape[1] == 1:
-        return np.hstack([mu, np.zeros_like(mu)]), "z1", "(1-D latent)"
-    centred = mu - mu.mean(0)
-    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+@dataclass
+class LatentPlane:
+    """A plane through the latent space: z = origin + a * axes[0] + b * axes[1]."""
+
+    origin: np.ndarray  # (d,)
+    axes: np.ndarray  # (2, d), orthonormal rows (the second is zero for a 1-D latent)
+    labels: tuple[str, str]  # what a and b are
+
+    def coordinates(self, z: np.ndarray) -> np.ndarray:
+        """(n, d) latent vectors -> their (n, 2) coordinates (a, b) on the plane."""
+        return (z - self.origin) @ self.axes.T
+
+
+def latent_plane(mu: np.ndarray) -> LatentPlane:
+    """The plane the encoder means are shown on: the latent itself when it is 2-D, else their first two
+    principal directions through their mean (signs fixed so the largest loading is positive)."""
+    d = mu.shape[1]
+    if d <= 2:
+        axes = np.eye(2, d)
+        return LatentPlane(np.zeros(d), axes, ("z1", "z2") if d == 2 else ("z1", "(1-D latent)"))
+    origin = mu.mean(0)
+    _, s, vt = np.linalg.svd(mu - origin, full_matrices=False)
     vt = vt[:2] * np.sign(vt[:2][np.arange(2), np.abs(vt[:2]).argmax(1)])[:, None]
     share = s**2 / max((s**2).sum(), 1e-300)
-    return centred @ vt.T, f"PC 1 ({share[0]:.0%} var)", f"PC 2 ({share[1]:.0%} var)"
+    return LatentPlane(origin, vt, (f"PC 1 ({share[0]:.0%} var)", f"PC 2 ({share[1]:.0%} var)"))
+
+
+def _project(mu: np.ndarray) -> tuple[np.ndarray, str, str]:
+    """2-D coordinates of the encoder means on :func:`latent_plane`, and their axis labels."""
+    plane = latent_plane(mu)
+    return plane.coordinates(mu), *plane.labels
 
 
 @torch.no_grad()
@@ -293,6 +317,57 @@ def manifold(model, grid: int, span: float = 3.0) -> Figure:
     ax.locator_params(nbins=7)
     ax.set(xlabel="z1", ylabel="z2")
     ax.set_title(f"Decoder means E[x|z], z on a uniform {grid}×{grid} grid over [-{span:g}, {span:g}]²", fontsize=11)
+    return fig
+
+
+def labelled_grid(canvas: np.ndarray, labels: list[str], title: str = "") -> Figure:
+    """A tiled canvas (:func:`tile`) with one label per row of digits on the left."""
+    rows = (canvas.shape[0] + PAD) // (SIDE + PAD)
+    if len(labels) != rows:
+        raise ValueError(f"{len(labels)} labels for {rows} rows")
+    fig, ax = _grid_figure(canvas, 1.9, 0.6 if title else 0.3, min_w=3.6)
+    ax.set_yticks(_centres(rows), labels, fontsize=8)
+    ax.tick_params(axis="y", length=0)
+    if title:
+        ax.set_title(title, fontsize=9)
+    return fig
+
+
+def class_rows(images, predicted, per_class: int, n_classes: int = 10) -> np.ndarray:
+    """(n_classes, per_class, 784) images: row d holds the first `per_class` images predicted as digit d,
+    in their given order; a row with fewer is padded with NaN (drawn blank)."""
+    images = np.asarray(images, dtype=np.float32).reshape(len(images), -1)
+    predicted = np.asarray(predicted)
+    out = np.full((n_classes, per_class, images.shape[1]), np.nan, dtype=np.float32)
+    for d in range(n_classes):
+        picked = images[predicted == d][:per_class]
+        out[d, :len(picked)] = picked
+    return out
+
+
+def samples_by_class(images, predicted, per_class: int) -> Figure:
+    """Prior samples sorted by the classifier's predicted digit: one row per digit, blank where the model
+    drew fewer than `per_class` of that digit."""
+    _check_count("per_class", per_class)
+    predicted = np.asarray(predicted)
+    share = np.bincount(predicted, minlength=10)[:10] / max(len(predicted), 1)
+    return labelled_grid(tile(class_rows(images, predicted, per_class)),
+                         [f"{d} ({share[d]:.0%})" for d in range(10)],
+                         f"Prior samples by predicted digit (share of {len(predicted)} samples)")
+
+
+def class_histogram(histogram, entropy: float, n: int) -> Figure:
+    """Bar chart of the fraction of samples predicted as each digit, against the uniform 1/10."""
+    hist = np.asarray(histogram, dtype=np.float64)
+    fig = _figure(6.0, 3.6)
+    ax = fig.add_subplot()
+    ax.bar(range(len(hist)), hist, color="tab:blue")
+    ax.axhline(1 / len(hist), color="black", linestyle="--", linewidth=1, label="uniform")
+    ax.set_xticks(range(len(hist)))
+    ax.set(xlabel="predicted digit", ylabel="fraction of samples")
+    ax.set_title(f"Classes of {n} prior samples (entropy {entropy:.3f} nats, max ln 10 = {math.log(10):.3f})",
+                 fontsize=10)
+    ax.legend()
     return fig
 
 

@@ -6,6 +6,7 @@ returns logits; the likelihood (objectives.py) turns them into log p(x|z) and in
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import torch
@@ -76,17 +77,21 @@ class VAE(nn.Module):
         return self.fc_mu_logvar(self.encoder(x)).chunk(2, dim=-1)
 
     @staticmethod
-    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-        """z = mu + sigma * eps, eps ~ N(0, I): a sample of q(z|x) that gradients flow through."""
-        return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """z = mu + sigma * eps, eps ~ N(0, I): a sample of q(z|x) that gradients flow through.
+        eps comes from `generator`, or the global generator when None."""
+        eps = torch.randn_like(mu) if generator is None else \
+            torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        return mu + eps * torch.exp(0.5 * logvar)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """z -> logits of p(x|z) (for the Gaussian likelihood, the logit of its mean)."""
         return self.decoder(z)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         mu, logvar = self.encode(x)
-        return self.decode(self.reparameterize(mu, logvar)), mu, logvar
+        return self.decode(self.reparameterize(mu, logvar, generator)), mu, logvar
 
     def log_px(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """log p(x|z) per example, under this model's likelihood."""
@@ -123,10 +128,15 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> VAE:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path} is missing; run `dvc repro train` to make it")
+    if not zipfile.is_zipfile(path):
+        raise UserError(f"{path} is not a readable checkpoint (not a torch.save zip archive); rerun `dvc repro -f train`")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
         model = VAE(ModelParams.model_validate(ckpt["config"]))
         model.load_state_dict(ckpt["state_dict"])
     except Exception as exc:
-        raise UserError(f"{path} is not a readable checkpoint ({exc.__class__.__name__}); rerun `dvc repro -f train`") from None
+        cause = " ".join(str(exc).split())  # on one line
+        cause = cause if len(cause) <= 300 else cause[:297] + "..."
+        raise UserError(f"{path} is not a readable checkpoint ({exc.__class__.__name__}: {cause}); "
+                        "rerun `dvc repro -f train`") from None
     return model.to(device).eval()

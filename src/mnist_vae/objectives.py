@@ -5,7 +5,8 @@ Each likelihood returns log p(x|z) with its normalising constant:
                         log-probability only for binary x, otherwise an unnormalised score)
   continuous_bernoulli  the Bernoulli term plus log C(l), C(l) = 2 artanh(1 - 2l) / (1 - 2l)
                         (Loaiza-Ganem & Cunningham 2019), a density on [0, 1]
-  gaussian              log N(x; sigmoid(logits), sigma^2), sigma fixed or learned per pixel
+  gaussian              log N(x; sigmoid(logits), sigma^2), sigma fixed or learned per pixel; a learned
+                        sigma is gaussian_sigma_min + exp(log_sigma), never below the floor
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 
 LOG_2PI = math.log(2 * math.pi)
 NORMALISED = {"bernoulli": False, "continuous_bernoulli": True, "gaussian": True}
+CB_SERIES_BELOW = 0.5  # |logits| where the continuous Bernoulli mean switches to its series
 
 
 def full(t: torch.Tensor) -> torch.Tensor:
@@ -69,9 +71,16 @@ def log_likelihood(config, x: torch.Tensor, logits: torch.Tensor, log_sigma: tor
         return bernoulli_log_prob(x, logits)
     if config.likelihood == "continuous_bernoulli":
         return continuous_bernoulli_log_prob(x, logits)
+    return gaussian_log_prob(x, logits, gaussian_log_sigma(config, log_sigma))
+
+
+def gaussian_log_sigma(config, log_sigma: torch.Tensor) -> torch.Tensor:
+    """log sigma of the Gaussian likelihood: the fixed value, or log(sigma_min + exp(log_sigma)) when
+    learned (smooth, with a gradient everywhere, and never below log sigma_min)."""
     if config.gaussian_sigma != "learned":
-        log_sigma = torch.full_like(log_sigma, math.log(config.gaussian_sigma))
-    return gaussian_log_prob(x, logits, log_sigma)
+        return torch.full_like(log_sigma, math.log(config.gaussian_sigma))
+    return torch.logaddexp(log_sigma, torch.tensor(math.log(config.gaussian_sigma_min), dtype=log_sigma.dtype,
+                                                   device=log_sigma.device))
 
 
 def likelihood_mean(likelihood: str, logits: torch.Tensor) -> torch.Tensor:
@@ -82,14 +91,19 @@ def likelihood_mean(likelihood: str, logits: torch.Tensor) -> torch.Tensor:
         return lam
     # mean of CB(lambda) = lambda / (2 lambda - 1) + 1 / (2 artanh(1 - 2 lambda)) -> 1/2 at lambda = 1/2
     t = torch.tanh(logits / 2)  # 2 lambda - 1
-    far = t.abs() > 1e-3
+    far = logits.abs() > CB_SERIES_BELOW
     mean = lam / t.where(far, torch.ones_like(t)) - 1 / logits.where(far, torch.ones_like(t))
-    return torch.where(far, mean, 0.5 + logits / 12)
+    # near 0 the two terms cancel (in float32 the difference loses up to 1e-4 at |logits| ~ 3e-3), so
+    # there the series 1/2 + l/12 - l^3/720 + l^5/30240 (error below l^7/1209600 < 1e-8)
+    series = 0.5 + logits / 12 - logits.pow(3) / 720 + logits.pow(5) / 30240
+    return torch.where(far, mean, series)
 
 
-def negative_elbo(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One-sample estimate of -ELBO split into (reconstruction -log p(x|z), KL), each per example."""
-    logits, mu, logvar = model(x)
+def negative_elbo(model, x: torch.Tensor,
+                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One-sample estimate of -ELBO split into (reconstruction -log p(x|z), KL), each per example; z is
+    drawn from `generator`, or the global generator when None."""
+    logits, mu, logvar = model(x) if generator is None else model(x, generator)
     return -model.log_px(x, logits), kl_divergence(full(mu), full(logvar))
 
 

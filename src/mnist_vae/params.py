@@ -74,6 +74,16 @@ class ModelParams(Section):
     likelihood: Literal["bernoulli", "continuous_bernoulli", "gaussian"] = "bernoulli"
     # gaussian likelihood: a fixed standard deviation, or "learned" (one per pixel)
     gaussian_sigma: Union[Annotated[float, Field(gt=0)], Literal["learned"]] = 0.1
+    # learned sigma: the floor under each pixel's sigma (sigma = gaussian_sigma_min + exp(parameter)),
+    # so pixels that never vary cannot drive sigma to 0 and the loss to -infinity
+    gaussian_sigma_min: Annotated[float, Field(gt=0)] = 1e-3
+
+
+# objective iwae decodes iw_samples x batch_size rows per step and keeps them all for the backward pass
+# (the bound couples the K samples, so they cannot be split into independent blocks): about 12 KB per
+# row for the default MLP and 87 KB for the default conv model (peak RSS of one CPU step), so at this
+# bound a step needs about 0.4 GB and 2.8 GB
+MAX_IWAE_ROWS = 32768
 
 
 class TrainParams(Section):
@@ -97,6 +107,9 @@ class TrainParams(Section):
             raise ValueError("train.iw_samples must be 1 when train.objective is 'elbo' (use 'iwae' for K > 1)")
         if self.objective == "iwae" and (self.beta != 1 or self.kl_warmup_epochs):
             raise ValueError("train.objective 'iwae' is the plain IWAE bound: set train.beta 1 and kl_warmup_epochs 0")
+        if self.objective == "iwae" and self.iw_samples * self.batch_size > MAX_IWAE_ROWS:
+            raise ValueError(f"train.iw_samples x train.batch_size = {self.iw_samples * self.batch_size} rows decoded "
+                             f"per step is more than {MAX_IWAE_ROWS}; lower one of them")
         return self
 
 
@@ -119,6 +132,35 @@ class RenderParams(Section):
     manifold_grid: Annotated[int, Strict(), Field(ge=0, le=40)] = 20
     histograms: bool = True
     curves: bool = True
+    # reports/explorer.html: the decoder in one offline page (false: a short page saying it is off)
+    explorer: bool = True
+    # prior samples (evaluate's quality.n_samples of them) sorted by predicted digit: images per row (0 = skip)
+    class_sheet: Annotated[int, Strict(), Field(ge=0, le=30)] = 10
+    class_histogram: bool = True
+
+
+class ClassifierParams(Section):
+    """The digit classifier whose penultimate layer is the quality metrics' feature space."""
+
+    seed: Count = 0
+    channels: list[PositiveInt] = Field(default_factory=lambda: [32, 64], min_length=2, max_length=2)
+    feature_dim: PositiveInt = 128
+    epochs: PositiveInt = 3
+    batch_size: PositiveInt = 128
+    lr: Annotated[float, Field(gt=0, le=1)] = 0.005  # the one-cycle schedule's peak
+    threads: Count = 0  # 0 = torch's default
+
+
+class QualityParams(Section):
+    """Sample and representation quality in the classifier's feature space (evaluate)."""
+
+    n_samples: Annotated[int, Strict(), Field(ge=2)] = 10000  # draws from the prior
+    n_reference: Annotated[int, Strict(), Field(ge=2)] = 10000  # training digits in the train-vs-test floor
+    k: PositiveInt = 3  # neighbours of the k-NN manifolds (Kynkäänniemi et al. 2019)
+    block: PositiveInt = 1000  # rows per block of pairwise distances (memory: block x n float64)
+    probe_examples: Count = 0  # training encodings for the linear probe; 0 = all
+    probe_l2: Annotated[float, Field(ge=0)] = 1e-4
+    probe_max_iter: PositiveInt = 200
 
 
 class TrackingParams(Section):
@@ -136,6 +178,8 @@ class Params(Section):
     train: TrainParams = Field(default_factory=TrainParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     render: RenderParams = Field(default_factory=RenderParams)
+    classifier: ClassifierParams = Field(default_factory=ClassifierParams)
+    quality: QualityParams = Field(default_factory=QualityParams)
     tracking: TrackingParams = Field(default_factory=TrackingParams)
 
     @model_validator(mode="after")
@@ -183,7 +227,7 @@ def load_params(path: Union[str, os.PathLike] = "params.yaml") -> Params:
     """Read and validate params.yaml; raise UserError with one line on the first problem."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path} not found; run the stage from the repository root (or pass --params)")
+        raise UserError(f"{path} not found; run the stage from the repository root, where params.yaml is")
     try:
         raw = yaml.safe_load(path.read_bytes()) or {}
     except yaml.YAMLError as exc:

@@ -130,7 +130,8 @@ def log_result(result: Result) -> tuple[str, str, bool]:
         log = client.log_artifacts if Path(path).is_dir() else client.log_artifact
         steps.append(lambda log=log, path=path, dest=dest: log(run_id, str(path), dest or None))
     if p.log_model:
-        steps.append(lambda: log_model(mlflow, run_id, result.checkpoint, p.registered_model))
+        steps.append(lambda: log_model(run_id, result.checkpoint, p.registered_model,
+                                       result.params.dequantize.mode))
     steps.append(lambda: client.set_terminated(run_id, "FINISHED"))
     run_id = None
     try:
@@ -177,30 +178,18 @@ def get_or_create_experiment(client, name: str, artifact_location: str | None) -
     return experiment.experiment_id
 
 
-def log_model(mlflow, run_id: str, checkpoint: Path, registered_name: str) -> None:
-    """Log the VAE so that mlflow.pytorch.load_model gives it back, with its signature and an input
-    example, and register it as a new version of `registered_name`.
+def log_model(run_id: str, checkpoint: Path, registered_name: str, dequantize: str) -> None:
+    """Log the VAE with mnist_vae.serving and register it as a new version of `registered_name`:
+    mlflow.pytorch.load_model gives back the VAE (its `dequantize` attribute the mode it was trained
+    with), and its pyfunc, with a signature and an input example, answers `mlflow models serve`.
 
     The model is pickled by torch.save (MLflow's pytorch flavour) with this package's code beside it:
     loading it runs that code and unpickles, so it trusts the artifact store. The checkpoint logged
     beside it (checkpoint/vae.pt) holds tensors only and loads with torch.load(weights_only=True)."""
-    import numpy as np
-    import torch
-    from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
+    from mnist_vae import serving
+    from mnist_vae.model import load_checkpoint
 
-    import mnist_vae
-    from mnist_vae.model import INPUT_DIM, load_checkpoint
-
-    model = load_checkpoint(checkpoint)
-    example = model.sample(2, torch.Generator().manual_seed(0)).numpy()  # two decoded prior draws
-    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, INPUT_DIM), "x")]))
-    version = torch.__version__.split("+")[0]
-    mlflow.pytorch.log_model(
-        model, name="model", serialization_format="pickle", signature=signature, input_example=example,
-        code_paths=[str(Path(mnist_vae.__file__).parent)], registered_model_name=registered_name, run_id=run_id,
-        pip_requirements=[f"torch=={version}", "pydantic>=2"],  # given, so MLflow does not spend ~10 s inferring them
-    )
+    serving.log_model(load_checkpoint(checkpoint), dequantize, registered_model_name=registered_name, run_id=run_id)
 
 
 @contextlib.contextmanager

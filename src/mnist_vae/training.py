@@ -4,14 +4,15 @@ tensor kept whole in memory (on the GPU when there is one), no per-step host syn
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from tqdm import tqdm
 
-from mnist_vae import objectives
+from mnist_vae import evaluation, objectives
 from mnist_vae.errors import UserError
 from mnist_vae.params import TrainParams
 
@@ -37,25 +38,20 @@ def autocast(device: torch.device, precision: str):
     return contextlib.nullcontext()
 
 
-def loss_terms(model, x: torch.Tensor, p: TrainParams) -> tuple[torch.Tensor, torch.Tensor]:
-    """(reconstruction, KL) per example for the training objective; for IWAE the reconstruction slot
-    holds -(IWAE bound) - KL, so that rec + KL is the bound being maximised."""
+def loss_terms(model, x: torch.Tensor, p: TrainParams) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """Per example: the reconstruction term -log p(x|z), the KL and, for objective iwae, the negative
+    K-sample IWAE bound (the loss then; None under elbo). Under iwae the reconstruction term is the mean
+    over the K samples, so rec + KL is a (K-sample average) estimate of the negative ELBO there too."""
     if p.objective == "elbo":
-        return objectives.negative_elbo(model, x)
-    log_w, _, kl = objectives.log_importance_weights(model, x, p.iw_samples)
-    return -objectives.iwae_bound(log_w) - kl, kl
+        rec, kl = objectives.negative_elbo(model, x)
+        return rec, kl, None
+    log_w, log_px, kl = objectives.log_importance_weights(model, x, p.iw_samples)
+    return -log_px, kl, -objectives.iwae_bound(log_w)
 
 
-@torch.no_grad()
-def evaluate_elbo(model, x: torch.Tensor, batch_size: int = 1000) -> dict[str, float]:
-    """Mean per-example negative ELBO, reconstruction and KL (one sample of z per example)."""
-    model.eval()
-    sums = torch.zeros(2, device=x.device, dtype=torch.float64)
-    for xb in x.split(batch_size):
-        rec, kl = objectives.negative_elbo(model, xb)
-        sums += torch.stack([rec.sum(), kl.sum()]).double()
-    rec, kl = (sums / len(x)).tolist()
-    return {"total": rec + kl, "rec": rec, "kl": kl}
+def evaluation_seed(seed: int) -> int:
+    """The seed of the per-epoch test evaluation's own generator: a stream apart from training's."""
+    return int.from_bytes(hashlib.sha256(f"mnist-vae test evaluation {seed}".encode()).digest()[:8], "little")
 
 
 @dataclass
@@ -68,42 +64,78 @@ class Data:
     p_train: Optional[torch.Tensor] = None
 
 
+# How often (in steps, and at the end of each epoch) the loss's finiteness is read back to the host, per
+# device type: every step on the CPU, where reading a number costs nothing; every 50 steps elsewhere
+# (CUDA), so the loop keeps no per-step sync. The first bad step is recorded on the device meanwhile,
+# so the error names it either way.
+CHECK_EVERY = {"cpu": 1}
+CHECK_EVERY_DEFAULT = 50
+
+
 def train_epoch(model, optimizer, x: torch.Tensor, order: torch.Tensor, p: TrainParams, step: int,
-                steps_per_epoch: int, desc: str = "") -> tuple[torch.Tensor, int]:
-    """One pass over x in the given order. Returns the sums over examples of (-ELBO, rec, KL), kept on
-    the device (no per-step host sync), and the global step count."""
+                steps_per_epoch: int, desc: str = "", epoch: int = 1) -> tuple[torch.Tensor, int]:
+    """One pass over x in the given order. Returns the sums over examples of (-ELBO, rec, KL) and, under
+    objective iwae, of the negative IWAE bound, kept on the device (no per-step host sync), and the
+    global step count. A loss that is NaN or infinite raises UserError naming the epoch and step: on the
+    CPU before that step's update, elsewhere within CHECK_EVERY_DEFAULT steps."""
     model.train()
-    sums = torch.zeros(3, device=x.device)
+    sums = torch.zeros(3 if p.objective == "elbo" else 4, device=x.device)
+    check_every = CHECK_EVERY.get(x.device.type, CHECK_EVERY_DEFAULT)
+    bad_step = torch.full((), -1, dtype=torch.long, device=x.device)  # the first step with a non-finite loss
+    bad_loss = torch.zeros((), device=x.device)
     seen = 0
     bar = tqdm(order.split(p.batch_size), desc=desc, leave=False, disable=None)
     for i, idx in enumerate(bar):
         xb = x[idx]
         weight = kl_weight(step, steps_per_epoch, p)
         with autocast(x.device, p.precision):
-            rec, kl = loss_terms(model, xb, p)
+            rec, kl, neg_bound = loss_terms(model, xb, p)
             rec, kl = rec.sum(), kl.sum()
-            loss = rec + weight * kl
+            if neg_bound is None:
+                loss = rec + weight * kl
+            else:
+                neg_bound = neg_bound.sum()
+                loss = neg_bound
+        newly_bad = (bad_step < 0) & ~torch.isfinite(loss.detach())
+        bad_step = torch.where(newly_bad, i, bad_step)
+        bad_loss = torch.where(newly_bad, loss.detach().float(), bad_loss)
+        if ((i + 1) % check_every == 0 or i + 1 == len(bar)) and bad_step.item() >= 0:
+            _diverged(epoch, int(bad_step), len(bar), bad_loss.item())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         with torch.no_grad():
-            sums += torch.stack([rec + kl, rec, kl])
+            parts = [rec + kl, rec, kl] + ([] if neg_bound is None else [neg_bound])
+            sums += torch.stack(parts)
         seen += len(idx)
         step += 1
         if i % 50 == 0 and not bar.disable:  # the only host sync in the loop, for the progress bar
-            total, rec_m, kl_m = (sums / seen).tolist()
+            total, rec_m, kl_m = (sums[:3] / seen).tolist()
             bar.set_postfix(total=f"{total:.1f}", rec=f"{rec_m:.1f}", kl=f"{kl_m:.2f}")
     return sums, step
+
+
+def _diverged(epoch: int, i: int, steps: int, value: float):
+    raise UserError(f"training diverged: the loss is {value} at epoch {epoch}, step {i + 1} of {steps}; "
+                    "nothing was written (try a lower train.lr, or precision fp32)")
 
 
 def make_optimizer(model, p: TrainParams) -> torch.optim.Optimizer:
     return torch.optim.Adam(model.parameters(), lr=p.lr, fused=True)
 
 
-def train(model, data: Data, p: TrainParams, seed: int, device: torch.device) -> list[dict]:
-    """Train in place and return the per-epoch history rows (mean per-example figures, nats)."""
+def train(model, data: Data, p: TrainParams, seed: int, device: torch.device,
+          on_epoch: Callable[[dict], None] = lambda row: None) -> list[dict]:
+    """Train in place and return the per-epoch history rows (mean per-example figures, nats).
+
+    Every row holds the negative ELBO and its reconstruction and KL terms on the training set (the
+    running average over the epoch) and on the test set; under objective iwae also the negative K-sample
+    IWAE bound on both (train_neg_iwae_bound, the loss being minimised, and test_neg_iwae_bound).
+    The test evaluation draws from its own generator, so how often it runs does not change training.
+    """
     torch.manual_seed(seed)
     shuffle = torch.Generator(device="cpu").manual_seed(seed)
+    test_draws = torch.Generator(device=data.x_test.device).manual_seed(evaluation_seed(seed))
     optimizer = make_optimizer(model, p)
     n = len(data.x_train)
     steps_per_epoch = -(-n // p.batch_size)
@@ -113,20 +145,28 @@ def train(model, data: Data, p: TrainParams, seed: int, device: torch.device) ->
         x_epoch = torch.bernoulli(data.p_train) if p.dynamic_binarization else data.x_train
         order = torch.randperm(n, generator=shuffle).to(device)
         sums, step = train_epoch(model, optimizer, x_epoch, order, p, step, steps_per_epoch,
-                                 desc=f"epoch {epoch}/{p.epochs}")
-        train_total, train_rec, train_kl = (sums / n).tolist()
-        test = evaluate_elbo(model, data.x_test)
+                                 desc=f"epoch {epoch}/{p.epochs}", epoch=epoch)
+        means = (sums / n).tolist()
+        train_total, train_rec, train_kl = means[:3]
+        test = evaluation.evaluate_elbo(model, data.x_test, generator=test_draws)
         row = {
             "epoch": epoch,
             "train_total": train_total, "train_rec": train_rec, "train_kl": train_kl,
             "test_total": test["total"], "test_rec": test["rec"], "test_kl": test["kl"],
-            "kl_weight": kl_weight(step, steps_per_epoch, p),
-            "epoch_time": time.perf_counter() - start,
-            "time": time.time(),  # the epoch's wall-clock end (Unix seconds): the metric timestamps in MLflow
         }
+        if p.objective == "iwae":
+            log_px = evaluation.importance_sampled(model, data.x_test, p.iw_samples, generator=test_draws)["log_px"]
+            row["train_neg_iwae_bound"] = means[3]
+            row["test_neg_iwae_bound"] = -log_px.double().mean().item()
+        row["kl_weight"] = kl_weight(step, steps_per_epoch, p)
+        row["epoch_time"] = time.perf_counter() - start
+        row["time"] = time.time()  # the epoch's wall-clock end (Unix seconds): the metric timestamps in MLflow
         history.append(row)
+        on_epoch(row)  # each finished epoch's row, as it comes
+        bound = (f"  -IWAE(K={p.iw_samples}) train {row['train_neg_iwae_bound']:8.2f} test "
+                 f"{row['test_neg_iwae_bound']:8.2f}") if p.objective == "iwae" else ""
         tqdm.write(
             f"epoch {epoch:3d}  train -ELBO {train_total:8.2f} (rec {train_rec:7.2f}, KL {train_kl:6.2f})  "
-            f"test -ELBO {test['total']:8.2f}  beta {row['kl_weight']:.3f}  {row['epoch_time']:.1f}s"
+            f"test -ELBO {test['total']:8.2f}{bound}  beta {row['kl_weight']:.3f}  {row['epoch_time']:.1f}s"
         )
     return history

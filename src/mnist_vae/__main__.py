@@ -1,0 +1,7 @@
+"""`python -m mnist_vae ...` is the `mnist-vae` command."""
+
+import sys
+
+from mnist_vae.command import main
+
+sys.exit(main())
