@@ -231,6 +231,8 @@ def project(team, tmp_path_factory):
                train={"epochs": 2, "batch_size": 64},
                evaluate={"iw_samples": 5, "train_slice": 100, "mi_examples": 50},
                render={"latent_points": 100, "samples_grid": 3},
+               classifier={"epochs": 4, "batch_size": 32, "threads": 1},
+               quality={"n_samples": 200, "n_reference": 200, "probe_max_iter": 50},
                tracking={"experiment": experiment, "registered_model": model})
     remote.mkdir()
     sh("git", "init", "-q", "-b", "main", cwd=seed)
