@@ -7,8 +7,10 @@ STAMP  := $(VENV)/.installed
 # stage commands run `python`: make it the virtualenv's
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export MLFLOW_DISABLE_TELEMETRY ?= true
+# the team server's folder (database, artifacts, logs); see README "Working as a team"
+TEAM_DIR ?= $(CURDIR)/team-server
 
-.PHONY: setup repro track test ui bench lock clean
+.PHONY: setup repro track test ui bench lock clean team-server team-server-stop
 
 setup: $(STAMP)
 
@@ -30,6 +32,12 @@ test: setup  ## the test suite (what CI runs)
 ui: setup  ## the MLflow UI on 127.0.0.1 over this project's store
 	$(BIN)/mlflow ui --host 127.0.0.1 --port $${MLFLOW_UI_PORT:-5000} \
 	  --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}
+
+team-server: setup  ## the team's MLflow server (PostgreSQL, proxied artifacts, basic auth); needs MNIST_VAE_ADMIN_PASSWORD
+	deploy/team-server.sh start --dir $(TEAM_DIR) $(TEAM_SERVER_ARGS)
+
+team-server-stop:  ## stop the team server (its data stay in TEAM_DIR)
+	deploy/team-server.sh stop --dir $(TEAM_DIR)
 
 bench: setup  ## speed benchmarks; prints a table, writes benchmarks/results/*.json
 	$(BIN)/python benchmarks/run.py

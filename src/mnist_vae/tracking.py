@@ -19,6 +19,7 @@ import contextlib
 import csv
 import hashlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -118,6 +119,9 @@ def log_result(result: Result) -> tuple[str, str, bool]:
             max_results=1)
         if found:
             return experiment_id, found[0].info.run_id, False
+        # mlflow.pytorch.log_model creates its LoggedModel in the active experiment, not the run's: without
+        # this it lands in Default (id 0), where a non-admin user of a team server may not write (403)
+        mlflow.set_experiment(experiment_id=experiment_id)
     started = history[0]["time"] - history[0]["epoch_time"]  # the run starts when its training did
     steps = [lambda: client.log_batch(
         run_id, metrics=_metrics(mlflow, result, history),
@@ -215,6 +219,9 @@ def _mlflow(uri: str):
         os.environ.setdefault(key, value)
     import mlflow  # imported here: it costs a couple of seconds, and only the track stage needs it
 
+    # urllib3 logs every retry against an unreachable server as a warning ("track: Retrying ..."), which
+    # the stage's log format prints; the failure is reported once, by store_errors
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     mlflow.set_tracking_uri(uri)
     return mlflow
 
