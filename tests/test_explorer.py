@@ -382,7 +382,8 @@ def _render_workspace(root: Path, explorer_on: bool) -> dict:
     save_checkpoint(root / "models/vae.pt", VAE(ModelParams(hidden_dims=[32], latent_dim=3)))
     params = Params().model_dump()
     params["render"] = {"samples_grid": 0, "interpolation_rows": 0, "reconstructions": 0, "latent_points": 0,
-                        "manifold_grid": 0, "histograms": False, "curves": False, "explorer": explorer_on}
+                        "manifold_grid": 0, "histograms": False, "curves": False, "class_sheet": 0,
+                        "class_histogram": False, "explorer": explorer_on}
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
     return env
