@@ -1,6 +1,5 @@
 """render: the trained model's figures -> reports/figures/*.png, and the latent explorer -> reports/explorer.html."""
 
-import csv
 import shutil
 import tempfile
 from pathlib import Path
@@ -9,8 +8,7 @@ import torch
 
 from mnist_vae import classifier, explorer, figures, quality
 from mnist_vae.cli import run_stage
-from mnist_vae.errors import UserError
-from mnist_vae.io import load_npz
+from mnist_vae.io import load_history, load_npz
 from mnist_vae.model import load_checkpoint
 
 TEST, HISTORY = Path("data/processed/test.npz"), Path("metrics/history.csv")
@@ -54,7 +52,7 @@ def wanted(params, model, x, y):
     if p.reconstructions:
         yield "reconstructions", figures.reconstructions(model, x, p.reconstructions)
     if p.curves:
-        yield "training_curves", figures.training_curves(_history())
+        yield "training_curves", figures.training_curves(load_history(HISTORY))
     if p.histograms:
         yield "reparameterization", figures.reparameterization(model, x, gen())
     if p.latent_points:
@@ -76,13 +74,6 @@ def _class_figures(params, model, generator):
     if params.render.class_histogram:
         coverage = quality.class_coverage(probs)
         yield "class_histogram", figures.class_histogram(coverage["histogram"], coverage["entropy"], n)
-
-
-def _history():
-    if not HISTORY.is_file():
-        raise UserError(f"{HISTORY} is missing; run `dvc repro train` to make it")
-    with open(HISTORY, newline="") as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 if __name__ == "__main__":

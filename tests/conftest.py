@@ -120,6 +120,22 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         self.server.request_log.append(format % args)
 
 
+@pytest.fixture(autouse=True)
+def mlflow_state_is_restored():
+    """MLflow keeps its tracking URI in a module global and writes it (and tracking's HTTP defaults) into
+    os.environ; undo both after every test, so no test sees another's store or server."""
+    import os
+    import sys
+
+    before = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
+    yield
+    for key in [k for k in os.environ if k.startswith("MLFLOW_")]:
+        del os.environ[key]
+    os.environ.update(before)
+    if "mlflow" in sys.modules:
+        sys.modules["mlflow"].set_tracking_uri(None)
+
+
 # --------------------------------------------------------------------------- data fixtures
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import io
 import json
@@ -65,6 +66,18 @@ def load_npz(path: PathLike, keys: tuple[str, ...], stage: str) -> dict[str, np.
             return {k: f[k] for k in keys}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise UserError(f"{path} is corrupt or truncated ({exc}); rerun `dvc repro -f {stage}`") from None
+
+
+def load_history(path: PathLike) -> list[dict[str, float]]:
+    """The per-epoch rows of metrics/history.csv as numbers; a one-line UserError if missing or unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} is missing; run `dvc repro train` to make it")
+    try:
+        with open(path, newline="") as f:
+            return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    except (OSError, ValueError, TypeError) as exc:
+        raise UserError(f"{path} is unreadable ({exc}); rerun `dvc repro -f train`") from None
 
 
 def save_json(path: PathLike, obj) -> None:

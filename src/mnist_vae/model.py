@@ -121,7 +121,11 @@ def save_checkpoint(path: Path, model: VAE, provenance: dict | None = None) -> N
 
 def checkpoint_provenance(path: Path) -> dict:
     """What save_checkpoint recorded about the model's training (data digest, torch version, device)."""
-    return torch.load(path, map_location="cpu", weights_only=True).get("provenance", {})
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True).get("provenance", {})
+    except Exception as exc:
+        raise UserError(f"{path} is not a readable checkpoint ({exc.__class__.__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else ''}); rerun `dvc repro -f train`") from None
 
 
 def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> VAE:

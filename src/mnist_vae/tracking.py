@@ -16,7 +16,6 @@ DVC queues and runs in copies under ``.dvc/tmp/exps/``, so every run lands in on
 from __future__ import annotations
 
 import contextlib
-import csv
 import hashlib
 import json
 import logging
@@ -30,9 +29,10 @@ from typing import Any, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 from mnist_vae.errors import UserError
-from mnist_vae.io import sha256_file
+from mnist_vae.io import load_history, sha256_file
 from mnist_vae.params import Params, flatten, flatten_tree
 
+log = logging.getLogger("mnist_vae.tracking")
 EXPS_TMP = os.sep + os.path.join(".dvc", "tmp", "exps") + os.sep
 FINGERPRINT = "fingerprint"  # the run tag that names the result a run was logged from
 # the MLflow UI opens an experiment with this tag on its training runs (otherwise on the GenAI overview)
@@ -90,11 +90,7 @@ class Result:
 
 
 def read_history(path: Path) -> list[dict[str, float]]:
-    try:
-        with open(path, newline="") as f:
-            rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
-    except (OSError, ValueError, TypeError) as exc:
-        raise UserError(f"{path} is unreadable ({exc}); rerun `dvc repro -f train`") from None
+    rows = load_history(path)
     if not rows or not {"epoch", "epoch_time", "time"} <= rows[0].keys():
         raise UserError(f"{path} has no rows with epoch, epoch_time and time; rerun `dvc repro -f train`")
     return rows
@@ -133,18 +129,19 @@ def log_result(result: Result) -> tuple[str, str, bool]:
         steps.append(lambda: log_model(run_id, result.checkpoint, p.registered_model,
                                        result.params.dequantize.mode))
     steps.append(lambda: client.set_terminated(run_id, "FINISHED"))
-    run_id = None
+    tags, run_id = _tags(result, fingerprint), None
     try:
-        with store_errors(uri), _interrupts_deferred():
-            run_id = client.create_run(experiment_id, start_time=int(1000 * started), tags=_tags(result, fingerprint),
+        with store_errors(uri), _interrupts_deferred(uri):
+            run_id = client.create_run(experiment_id, start_time=int(1000 * started), tags=tags,
                                        run_name=os.environ.get("DVC_EXP_NAME") or None).info.run_id
         for step in steps:
-            with store_errors(uri), _interrupts_deferred():
+            with store_errors(uri), _interrupts_deferred(uri):
                 step()
     except BaseException:
         if run_id is not None:
-            with contextlib.suppress(Exception), _interrupts_deferred():
+            with contextlib.suppress(Exception), _interrupts_deferred(uri):
                 client.set_terminated(run_id, "FAILED")
+                log.warning("run %s ended FAILED; the next track logs the result afresh", run_id)
         raise
     return experiment_id, run_id, True
 
@@ -238,11 +235,12 @@ def _artifact_location(uri: str) -> str | None:
 
 
 @contextlib.contextmanager
-def _interrupts_deferred() -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM while one store call runs; one that arrives meanwhile interrupts right
-    after it. A call cut in half can leave the store's connection locked, and the run could then not
-    be ended FAILED."""
-    if not hasattr(signal, "pthread_sigmask"):  # Windows: no signal masks
+def _interrupts_deferred(uri: str) -> Iterator[None]:
+    """With an embedded sqlite store, hold Ctrl-C and SIGTERM while one store call runs; one that
+    arrives meanwhile interrupts right after it. A sqlite write cut in half leaves the database locked,
+    and the run could then not be ended FAILED. Calls to a server are interrupted at once (a hung
+    server must not make Ctrl-C wait), and an interrupted request locks nothing."""
+    if _sqlite_path(uri) is None or not hasattr(signal, "pthread_sigmask"):  # Windows: no signal masks
         yield
         return
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
