@@ -112,7 +112,7 @@ def test_one_run_holds_params_histories_metrics_artifacts_tags_and_model(store, 
     names = {a.path for a in store.list_artifacts(run_id)} | {a.path for a in store.list_artifacts(run_id, "figures")}
     assert {"eval.json", "figures/samples.png", "checkpoint"} <= names
     assert (tmp_path / "mlartifacts").is_dir()  # artifacts beside the embedded store
-    version = store.get_latest_versions("tiny-vae")[0]
+    [version] = store.search_model_versions("name = 'tiny-vae'")
     assert version.run_id == run_id
     model = mlflow.pytorch.load_model(f"models:/tiny-vae/{version.version}")
     assert isinstance(model, VAE) and model.encode(torch.rand(3, 784))[0].shape == (3, 2)
