@@ -123,8 +123,8 @@ def log_result(result: Result) -> tuple[str, str, bool]:
         run_id, metrics=_metrics(mlflow, result, history),
         params=[mlflow.entities.Param(k, str(v)) for k, v in flatten(result.params).items()])]
     for path, dest in result.artifacts.items():
-        log = client.log_artifacts if Path(path).is_dir() else client.log_artifact
-        steps.append(lambda log=log, path=path, dest=dest: log(run_id, str(path), dest or None))
+        upload = client.log_artifacts if Path(path).is_dir() else client.log_artifact
+        steps.append(lambda upload=upload, path=path, dest=dest: upload(run_id, str(path), dest or None))
     if p.log_model:
         steps.append(lambda: log_model(run_id, result.checkpoint, p.registered_model,
                                        result.params.dequantize.mode))
