@@ -14,7 +14,6 @@ import gzip
 import hashlib
 import http.server
 import importlib
-import socket
 import threading
 import zipfile
 from pathlib import Path
@@ -156,10 +155,9 @@ def small_mnist_digests(small_mnist):
 @pytest.fixture
 def closed_port_url():
     """An http URL on 127.0.0.1 where nothing listens (a connection there is refused at once)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/mnist.npz"
+    from mnist_vae.team_server import free_port
+
+    return f"http://127.0.0.1:{free_port()}/mnist.npz"
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import pytest
 import torch
 import yaml
 
+from mnist_vae.team_server import free_port
 from mnist_vae.params import Params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -294,9 +294,7 @@ def test_track_is_idempotent_and_rebuilds_a_lost_store_without_training(fork):
 
 
 def test_an_unreachable_store_fails_track_alone_with_one_line(fork):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     before = {p: p.read_bytes() for p in [*(fork / "metrics").iterdir(), fork / "models/vae.pt"]}
     set_params(fork, evaluate={"iw_samples": 4})
     proc = sh("dvc", "repro", cwd=fork, check=False, MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}")
@@ -426,9 +424,7 @@ def test_bad_params_and_corrupt_data_stop_with_one_line(fork):
 
 
 def test_the_mlflow_ui_opens_the_experiment_on_its_runs_and_serves_figures(repo):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     # the Makefile's `ui` target, without its set-up prerequisite (this test already runs inside the venv)
     ui = subprocess.Popen([str(BIN / "mlflow"), "ui", "--host", "127.0.0.1", "--port", str(port),
                            "--backend-store-uri", f"sqlite:///{repo / 'mlflow.db'}"],

@@ -4,7 +4,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import torch
 
 from mnist_vae import inference, load, preprocess, serving
 from mnist_vae.model import VAE
+from mnist_vae.team_server import free_port
 
 
 @pytest.fixture(scope="module")
@@ -102,12 +102,6 @@ def test_bad_requests_raise_a_one_line_mlflow_error(saved, inputs, params, messa
 
 
 # ---------------------------------------------------------------- a real server
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ holds, the fingerprint that makes logging idempotent, and how failures end."""
 
 import csv
 import json
-import socket
 import time
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import torch
 from mnist_vae import tracking
 from mnist_vae.errors import UserError
 from mnist_vae.model import VAE, save_checkpoint
+from mnist_vae.team_server import free_port
 from mnist_vae.params import Params
 
 
@@ -193,9 +193,7 @@ def test_a_deleted_experiment_is_a_clear_error(store):
 
 
 def test_an_unreachable_server_fails_fast_with_one_line_naming_it(tmp_path, monkeypatch):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://ann:s3cret@127.0.0.1:{port}")
     result = write_result(tmp_path)
     start = time.monotonic()

@@ -115,9 +115,6 @@ def log_result(result: Result) -> tuple[str, str, bool]:
             max_results=1)
         if found:
             return experiment_id, found[0].info.run_id, False
-        # mlflow.pytorch.log_model creates its LoggedModel in the active experiment, not the run's: without
-        # this it lands in Default (id 0), where a non-admin user of a team server may not write (403)
-        mlflow.set_experiment(experiment_id=experiment_id)
     started = history[0]["time"] - history[0]["epoch_time"]  # the run starts when its training did
     steps = [lambda: client.log_batch(
         run_id, metrics=_metrics(mlflow, result, history),
