@@ -233,18 +233,24 @@ def _artifact_location(uri: str) -> str | None:
 
 @contextlib.contextmanager
 def _interrupts_deferred(uri: str) -> Iterator[None]:
-    """With an embedded sqlite store, hold Ctrl-C and SIGTERM while one store call runs; one that
-    arrives meanwhile interrupts right after it. A sqlite write cut in half leaves the database locked,
-    and the run could then not be ended FAILED. Calls to a server are interrupted at once (a hung
-    server must not make Ctrl-C wait), and an interrupted request locks nothing."""
-    if _sqlite_path(uri) is None or not hasattr(signal, "pthread_sigmask"):  # Windows: no signal masks
+    """With an embedded sqlite store, let Ctrl-C and SIGTERM that arrive while one store call runs
+    interrupt right after it: a sqlite write cut in half leaves the database locked, and the run could
+    then not be ended FAILED. Python runs signal handlers in the main thread only, so swapping them
+    holds a signal whichever thread the system delivers it to. Calls to a server are interrupted at
+    once (a hung server must not make Ctrl-C wait), and an interrupted request locks nothing."""
+    if _sqlite_path(uri) is None:
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    caught: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if caught:
+        raise KeyboardInterrupt(f"signal {caught[0]}")
 
 
 @contextlib.contextmanager
