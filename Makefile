@@ -45,10 +45,10 @@ bench: setup  ## speed benchmarks; prints a table, writes benchmarks/results/*.j
 	$(BIN)/python benchmarks/run.py
 
 docs: setup  ## the documentation site from docs/ into site/ (strict: a broken link fails)
-	$(BIN)/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 docs-serve: setup  ## the documentation on 127.0.0.1, rebuilt on every change (DOCS_PORT, default 8000)
-	$(BIN)/mkdocs serve --strict --dev-addr 127.0.0.1:$${DOCS_PORT:-8000}
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --strict --dev-addr 127.0.0.1:$${DOCS_PORT:-8000}
 
 lock:  ## re-resolve the dependencies from pyproject.toml into requirements.lock
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv

@@ -48,6 +48,17 @@ def relative_links(markdown: str) -> list[str]:
     return [t for t in targets if not re.match(r"^(?:[a-z][a-z0-9+.-]*:|//|#)", t, re.I)]
 
 
+def warning_messages(log: str) -> list[str]:
+    """MkDocs' WARNING messages, each with its indented continuation lines."""
+    messages: list[list[str]] = []
+    for line in log.splitlines():
+        if not line[:1].isspace() and line.strip():  # a new message: WARNING, INFO, ...
+            messages.append([line])
+        elif messages and line.strip():
+            messages[-1].append(line)
+    return ["\n".join(m) for m in messages if m[0].startswith("WARNING")]
+
+
 def broken_links(markdown: str, base: Path) -> list[str]:
     return [t for t in relative_links(markdown) if not (base / t.split("#", 1)[0]).exists()]
 
@@ -74,7 +85,7 @@ def test_a_broken_link_a_missing_anchor_or_a_page_left_out_of_the_nav_fails_the_
     (project / "docs" / "orphan.md").write_text("# Not in the nav\n")
     done = build(project, tmp_path / "site")
     assert done.returncode != 0
-    warnings = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("WARNING")]
+    warnings = warning_messages(done.stdout + done.stderr)
     for culprit in ("no-such-page.md", "no-such-section", "orphan.md"):  # each one is a warning, so fails
         assert any(culprit in line for line in warnings), warnings
 
