@@ -72,7 +72,7 @@ def test_the_site_builds_strictly_with_every_page_of_the_nav(tmp_path):
     pages = nav_pages(config["nav"])
     assert sorted(pages) == sorted(p.relative_to(ROOT / "docs").as_posix() for p in (ROOT / "docs").rglob("*.md"))
     for page in pages:
-        html = site / ("index.html" if page == "index.md" else f"{page[:-3]}/index.html")
+        html = site / f"{page[:-3]}.html"
         assert html.is_file(), page
         # offline: no script, stylesheet, font or image is fetched from another host
         assert not EXTERNAL_ASSET.search(html.read_text()), page
