@@ -7,10 +7,10 @@ STAMP  := $(VENV)/.installed
 # stage commands run `python`: make it the virtualenv's
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export MLFLOW_DISABLE_TELEMETRY ?= true
-# the team server's folder (database, artifacts, logs); see README "Working as a team"
+# the team server's folder (database, artifacts, logs); see docs/team.md
 TEAM_DIR ?= $(CURDIR)/team-server
 
-.PHONY: setup repro track test ui bench lock clean team-server team-server-stop
+.PHONY: setup repro track test ui bench docs docs-serve lock clean team-server team-server-stop
 
 setup: $(STAMP)
 
@@ -44,9 +44,15 @@ team-server-stop:  ## stop the team server (its data stay in TEAM_DIR)
 bench: setup  ## speed benchmarks; prints a table, writes benchmarks/results/*.json
 	$(BIN)/python benchmarks/run.py
 
+docs: setup  ## the documentation site from docs/ into site/ (strict: a broken link fails)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+docs-serve: setup  ## the documentation on 127.0.0.1, rebuilt on every change (DOCS_PORT, default 8000)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --strict --dev-addr 127.0.0.1:$${DOCS_PORT:-8000}
+
 lock:  ## re-resolve the dependencies from pyproject.toml into requirements.lock
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
-	.lock-venv/bin/python -m pip install --quiet -e '.[test]'
+	.lock-venv/bin/python -m pip install --quiet -e '.[test,docs]'
 	.lock-venv/bin/python -m pip freeze --exclude-editable | sed -E 's/^torch==([0-9.]+)\+cpu$$/torch==\1/' > requirements.lock
 	rm -rf .lock-venv
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The team's MLflow server: PostgreSQL as its store, proxied artifacts, basic auth (README: "Working as a team").
+# The team's MLflow server: PostgreSQL as its store, proxied artifacts, basic auth (docs/team.md).
 #
 #   export MNIST_VAE_ADMIN_PASSWORD=...                                   # required, >= 12 characters
 #   export MNIST_VAE_USER_USERNAME=alice MNIST_VAE_USER_PASSWORD=...       # optional second, non-admin user
