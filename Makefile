@@ -10,7 +10,7 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 # the team server's folder (database, artifacts, logs); see README "Working as a team"
 TEAM_DIR ?= $(CURDIR)/team-server
 
-.PHONY: setup repro track test ui bench lock clean team-server team-server-stop
+.PHONY: setup repro track test ui bench lock clean team-server team-server-stop search search-status search-dashboard
 
 setup: $(STAMP)
 
@@ -40,6 +40,15 @@ team-server: setup  ## the team's MLflow server (PostgreSQL, proxied artifacts, 
 
 team-server-stop:  ## stop the team server (its data stay in TEAM_DIR)
 	deploy/team-server.sh stop --dir $(TEAM_DIR)
+
+search: setup  ## a search worker on params.yaml's `search` (docs/search.md); WORKERS=N for N here
+	$(BIN)/mnist-vae search run --workers $${WORKERS:-1}
+
+search-status: setup  ## the search's trials by state and its best trial
+	$(BIN)/mnist-vae search status
+
+search-dashboard: setup  ## optuna-dashboard on 127.0.0.1 over the search's storage (SEARCH_DASHBOARD_PORT, default 8080)
+	$(BIN)/mnist-vae search dashboard --host 127.0.0.1 --port $${SEARCH_DASHBOARD_PORT:-8080}
 
 bench: setup  ## speed benchmarks; prints a table, writes benchmarks/results/*.json
 	$(BIN)/python benchmarks/run.py
