@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Strict, Tag, ValidationError, model_validator
 
 from mnist_vae.errors import UserError
 
@@ -200,6 +200,12 @@ class SearchRange(Section):
         return self
 
 
+# a mapping is a range, anything else a list of choices (so an error names what the entry was meant to be)
+SpaceEntry = Annotated[
+    Union[Annotated[list[Choice], Field(min_length=1), Tag("choices")], Annotated[SearchRange, Tag("range")]],
+    Discriminator(lambda v: "range" if isinstance(v, (dict, SearchRange)) else "choices")]
+
+
 class SearchObjective(Section):
     metric: Annotated[str, Field(pattern=METRIC_KEY)] = "eval.test.iw_nll"
     direction: Literal["minimize", "maximize"] = "minimize"
@@ -215,7 +221,7 @@ class SearchParams(Section):
     sampler: Literal["tpe", "random", "grid"] = "tpe"
     n_trials: PositiveInt = 20  # trials COMPLETE when the study ends, whatever the number of workers
     # param key -> a list of choices, or a range {low, high, log, step}
-    space: dict[str, Union[Annotated[list[Choice], Field(min_length=1)], SearchRange]] = Field(
+    space: dict[str, SpaceEntry] = Field(
         default_factory=lambda: {"train.beta": SearchRange(low=0.25, high=4.0, log=True),
                                  "model.latent_dim": [2, 5, 10, 20, 50]})
 

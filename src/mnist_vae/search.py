@@ -207,7 +207,8 @@ def open_study(spec: Spec, storage, url: str):
     s = spec.search
     described = {"objectives": [o.model_dump() for o in s.objectives], "sampler": s.sampler, "n_trials": s.n_trials,
                  "space": {k: (v.model_dump() if isinstance(v, SearchRange) else v) for k, v in s.space.items()}}
-    with storage_errors(url):
+    with warnings.catch_warnings(), storage_errors(url):
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # set_metric_names
         study = optuna.create_study(storage=storage, study_name=s.study, sampler=make_sampler(spec),
                                     directions=spec.directions, load_if_exists=True)
         recorded = study.user_attrs.get("spec")
