@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from mnist_vae.errors import UserError
 from mnist_vae.params import RESULT_SECTIONS
 from mnist_vae.search import load_spec, set_param
 from mnist_vae.team_server import free_port
-from test_pipeline import BIN, REPO, env, fork, ran_stages, repo, runs, set_params, sh, statuses  # noqa: F401
+from test_pipeline import BIN, REPO, env, fork, ran_stages, repo, runs, set_params, sh, wait_for  # noqa: F401
 
 SMALL_SEARCH = {"study": "s", "objectives": [{"metric": "eval.test.iw_nll", "direction": "minimize"}],
                 "sampler": "grid", "n_trials": 2, "space": {"train.beta": [0.5, 2.0]}}
@@ -173,15 +172,6 @@ def clones(team, project):  # noqa: F811
     return [clone(project, f"searcher-{i}") for i in (1, 2)]
 
 
-def wait_for(predicate, what: str, timeout: float = 600):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    pytest.fail(f"timed out waiting for {what}")
-
-
 def search_runs(team, project, study: str) -> list:  # noqa: F811
     return [r for r in experiment_runs(team, project.experiment) if r.data.tags.get("search_study") == study]
 
@@ -236,7 +226,7 @@ def test_a_killed_worker_s_trial_fails_and_is_retried_and_the_study_completes(te
     victim = worker(clones[0], team, tmp_path / "victim.log")
     try:
         wait_for(lambda: any("Running stage 'train'" in p.read_text() for p in (clones[0] / "search-logs").glob("killed-*.log"))
-                 if (clones[0] / "search-logs").is_dir() else False, "the victim's training")
+                 if (clones[0] / "search-logs").is_dir() else False, "the victim's training", timeout=600)
     finally:
         os.killpg(victim.pid, signal.SIGKILL)  # the worker, its dvc exp run and the stage: a host going down
         victim.wait()

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import difflib
-import itertools
 import json
 import math
 import os
@@ -40,8 +39,9 @@ from typing import Any, Callable, Iterator
 
 import yaml
 
+from mnist_vae.cli import _interrupt as interrupt
 from mnist_vae.errors import UserError
-from mnist_vae.params import Params, SearchParams, SearchRange, flatten, load_params, validate
+from mnist_vae.params import SearchParams, SearchRange, flatten, load_params, validate
 from mnist_vae.tracking import RUN_LINE, SEARCH_ENV, error_cause, repo_root, shown_uri
 
 STORAGE_ENV = "MNIST_VAE_SEARCH_STORAGE"
@@ -329,6 +329,9 @@ class Worker:
             values = [self.objective_value(exp, name) for name in self.spec.names]
         except TrialFailed as exc:
             self.fail(trial, str(exc))
+        except KeyboardInterrupt:  # the trial ends FAIL (Optuna), saying why; the worker stops
+            trial.set_user_attr("fail_reason", "its worker was interrupted (Ctrl-C or SIGTERM)")
+            raise
         self.say(f"trial {trial.number}: COMPLETE " + ", ".join(f"{n} = {v:.6g}" for n, v in zip(self.spec.names, values))
                  + (f" (MLflow run {found[-1]})" if found else ""))
         return values
@@ -394,6 +397,7 @@ def threads_per_worker(workers: int, cores: int | None = None) -> int:
 
 def run(workers: int = 1, threads: int | None = None, heartbeat: int = 10, say=print) -> int:
     """`mnist-vae search run`: one worker here, or `workers` of them as child processes."""
+    signal.signal(signal.SIGTERM, interrupt)  # as Ctrl-C: the running experiment is stopped, not orphaned
     root = repo_root()
     spec = load_spec(root)  # the space is checked before any worker starts
     threads = threads or threads_per_worker(workers)
