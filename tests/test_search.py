@@ -34,7 +34,7 @@ def project_files(dest: Path, **search) -> Path:
     return dest
 
 
-def search_cli(root: Path, *args: str, check: bool = True, timeout: float = 900, **extra) -> subprocess.CompletedProcess:
+def search_cli(root: Path, *args: str, check: bool = True, timeout: float = 1800, **extra) -> subprocess.CompletedProcess:
     return sh(str(BIN / "mnist-vae"), "search", *args, cwd=root, check=check, timeout=timeout,
               OMP_NUM_THREADS="1", **extra)
 
@@ -184,8 +184,13 @@ def test_two_clones_share_one_study_on_postgresql(team, project, clones, tmp_pat
         with_study(root, study="shared", sampler="random", n_trials=3,
                    space={"train.beta": {"low": 0.25, "high": 4.0, "log": True}})
     procs = [worker(root, team, tmp_path / f"worker-{i}.log") for i, root in enumerate(clones)]
-    for proc in procs:
-        proc.wait(timeout=900)
+    try:
+        for proc in procs:
+            proc.wait(timeout=2400)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
     logs = [(tmp_path / f"worker-{i}.log").read_text() for i in range(2)]
     assert [p.returncode for p in procs] == [0, 0], logs
     monkeypatch.setenv("PGPASSFILE", str(team.server.pgpass))
@@ -210,7 +215,7 @@ def test_two_clones_share_one_study_on_postgresql(team, project, clones, tmp_pat
     fresh = clone(project, "searcher-fresh")
     sh("dvc", "exp", "pull", "origin", f"shared-{best.number}", cwd=fresh)
     sh("dvc", "exp", "apply", f"shared-{best.number}", cwd=fresh)
-    out = sh("dvc", "repro", "--force", cwd=fresh, OMP_NUM_THREADS="1", **client_env(team, team.user)).stdout
+    out = sh("dvc", "repro", "--force", cwd=fresh, timeout=1800, OMP_NUM_THREADS="1", **client_env(team, team.user)).stdout
     assert "train" in ran_stages(out)  # really trained again (--force), from the experiment's params
     evaluation = json.loads((fresh / "metrics" / "eval.json").read_text())
     assert evaluation["test"]["iw_nll"] == pytest.approx(best.value, rel=1e-9)
@@ -226,14 +231,18 @@ def test_a_killed_worker_s_trial_fails_and_is_retried_and_the_study_completes(te
     victim = worker(clones[0], team, tmp_path / "victim.log")
     try:
         wait_for(lambda: any("Running stage 'train'" in p.read_text() for p in (clones[0] / "search-logs").glob("killed-*.log"))
-                 if (clones[0] / "search-logs").is_dir() else False, "the victim's training", timeout=600)
+                 if (clones[0] / "search-logs").is_dir() else False, "the victim's training", timeout=1200)
     finally:
         os.killpg(victim.pid, signal.SIGKILL)  # the worker, its dvc exp run and the stage: a host going down
         victim.wait()
     [killed_log] = list((clones[0] / "search-logs").glob("killed-*.log"))
     killed = int(killed_log.stem.split("-")[1])
     survivor = worker(clones[1], team, tmp_path / "survivor.log")
-    survivor.wait(timeout=900)
+    try:
+        survivor.wait(timeout=2400)
+    finally:
+        if survivor.poll() is None:
+            os.killpg(survivor.pid, signal.SIGKILL)
     log = (tmp_path / "survivor.log").read_text()
     assert survivor.returncode == 0, log
     monkeypatch.setenv("PGPASSFILE", str(team.server.pgpass))

@@ -158,11 +158,13 @@ def storage_url(root: Path) -> str:
 @contextlib.contextmanager
 def storage_errors(url: str) -> Iterator[None]:
     """What an unreachable or unusable storage raises -> one line naming it (password masked)."""
+    from optuna.exceptions import StorageInternalError
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
         yield
-    except (SQLAlchemyError, OSError) as exc:
+    except (SQLAlchemyError, StorageInternalError, OSError) as exc:
+        exc = exc.__cause__ if isinstance(exc, StorageInternalError) and exc.__cause__ else exc
         raise UserError(f"search storage {shown_uri(url)} failed: {error_cause(exc, url)}. Check {STORAGE_ENV} "
                         "(and that the database server is up and reachable)") from None
 
@@ -299,7 +301,12 @@ class Worker:
                 time.sleep(self.poll)
                 continue
             before = self.counts()["COMPLETE"]
-            self.study.optimize(self.objective, n_trials=1, catch=(TrialFailed,), gc_after_trial=False)
+            try:
+                self.study.optimize(self.objective, n_trials=1, catch=(TrialFailed,), gc_after_trial=False)
+            except UnboundLocalError as exc:  # Optuna 5.0's _run_trial when telling the result fails: the cause
+                if exc.__context__ is None:
+                    raise
+                raise exc.__context__ from None
             done_here += self.counts()["COMPLETE"] > before
 
     def objective(self, trial):
