@@ -85,6 +85,25 @@ def test_an_unreachable_storage_is_one_line_with_the_password_masked(tmp_path):
         assert "pw-s3cret-9" not in proc.stdout + proc.stderr and "MNIST_VAE_SEARCH_STORAGE" in line
 
 
+def test_a_trial_the_schema_refuses_fails_with_its_line_and_the_worker_goes_on(tmp_path):
+    import optuna
+
+    from mnist_vae.search import Worker, open_study
+
+    # each value alone is valid, iwae with beta 2 is not; the other point's experiment fails (no git, no DVC here)
+    root = project_files(tmp_path / "p", space={"train.objective": ["iwae"], "train.beta": [2.0, 1.0]})
+    spec = load_spec(root)
+    study = open_study(spec, optuna.storages.InMemoryStorage(), "memory")
+    said = []
+    with pytest.raises(UserError, match="2 trials of study 's' failed"):
+        Worker(root, spec, study, threads=1, poll=0.1, say=said.append).run()
+    reasons = {t.params["train.beta"]: t.user_attrs["fail_reason"] for t in study.get_trials()}
+    assert [t.state.name for t in study.get_trials()] == ["FAIL", "FAIL"]
+    assert reasons[2.0].startswith("trial ") and "plain IWAE bound" in reasons[2.0] and "\n" not in reasons[2.0]
+    assert "search-logs/s-" in reasons[1.0]  # the experiment ran and failed: its own line and log
+    assert any("FAIL" in line and "plain IWAE bound" in line for line in said)
+
+
 def test_overrides_are_hydra_values_dvc_reads_back():
     assert [set_param("train.lr", 1e-05), set_param("model.latent_dim", 20), set_param("train.dynamic_binarization", True),
             set_param("model.likelihood", "gaussian")] == [
