@@ -9,8 +9,11 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export MLFLOW_DISABLE_TELEMETRY ?= true
 # the team server's folder (database, artifacts, logs); see docs/team.md
 TEAM_DIR ?= $(CURDIR)/team-server
+# `make search`: worker processes in this clone (docs/search.md); `make search-dashboard`'s port
+WORKERS ?= 1
+SEARCH_DASHBOARD_PORT ?= 8080
 
-.PHONY: setup repro track test ui bench docs docs-serve lock clean team-server team-server-stop
+.PHONY: setup repro track test ui bench docs docs-serve lock clean team-server team-server-stop search search-status search-dashboard
 
 setup: $(STAMP)
 
@@ -40,6 +43,15 @@ team-server: setup  ## the team's MLflow server (PostgreSQL, proxied artifacts, 
 
 team-server-stop:  ## stop the team server (its data stay in TEAM_DIR)
 	deploy/team-server.sh stop --dir $(TEAM_DIR)
+
+search: setup  ## a search worker on params.yaml's `search` (docs/search.md); WORKERS=N for N here
+	$(BIN)/mnist-vae search run --workers $(WORKERS)
+
+search-status: setup  ## the search's trials by state and its best trial
+	$(BIN)/mnist-vae search status
+
+search-dashboard: setup  ## optuna-dashboard on 127.0.0.1 over the search's storage (SEARCH_DASHBOARD_PORT, default 8080)
+	$(BIN)/mnist-vae search dashboard --host 127.0.0.1 --port $(SEARCH_DASHBOARD_PORT)
 
 bench: setup  ## speed benchmarks; prints a table, writes benchmarks/results/*.json
 	$(BIN)/python benchmarks/run.py

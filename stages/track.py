@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from mnist_vae.cli import run_stage
-from mnist_vae.tracking import Result, log_result, shown_uri, tracking_uri, ui_address
+from mnist_vae.tracking import Result, log_result, run_line, shown_uri, tracking_uri, ui_address
 
 
 def main(params):
@@ -19,8 +19,7 @@ def main(params):
         checkpoint=Path("models/vae.pt"),
     )
     experiment_id, run_id, created = log_result(result)
-    said = "logged run" if created else "this result is already run"
-    print(f"track: {said} {run_id} in experiment '{params.tracking.experiment}' at {shown_uri(tracking_uri())}\n"
+    print(f"{run_line(run_id, created)} in experiment '{params.tracking.experiment}' at {shown_uri(tracking_uri())}\n"
           f"track: {ui_address(experiment_id, run_id)}")
 
 

@@ -206,7 +206,7 @@ def test_partial_file_keeps_other_defaults(tmp_path):
 def test_repo_params_yaml_validates(repo_root):
     path = repo_root / "params.yaml"
     p = load_params(path)
-    flat = flatten(p)
+    flat = flatten(p, tuple(Params.model_fields))  # every section, the search spec too
     raw = yaml.safe_load(path.read_text())
 
     # every key the repo file sets is a dotted key of flatten(), with the file's value
@@ -231,8 +231,8 @@ def test_flatten_gives_dotted_keys(tmp_path):
     assert flat["data.sha256.x_train"] == p.data.sha256.x_train
     assert "train" not in flat and "data.sha256" not in flat
     assert not any(isinstance(v, dict) for v in flat.values())
-    # exactly one entry per leaf field of the schema
-    assert set(flat) == set(leaf_keys(Params))
+    # exactly one entry per leaf field of the schema's result sections (the search spec is no result's param)
+    assert set(flat) == {k for k in leaf_keys(Params) if not k.startswith("search.")}
 
 
 def leaf_keys(model, prefix=""):
@@ -288,3 +288,18 @@ def test_gaussian_sigma_floor_is_positive(tmp_path):
     assert load_params(write_params(tmp_path, "")).model.gaussian_sigma_min == 1e-3
     with pytest.raises(UserError, match="model.gaussian_sigma_min"):
         load_params(write_params(tmp_path, "model:\n  gaussian_sigma_min: 0\n"))
+
+
+def test_the_search_section_is_validated_like_the_rest(tmp_path):
+    p = load_params(write_params(tmp_path, "search:\n  study: s1\n  space:\n    train.lr: {low: 1.0e-4, high: 0.01, log: true}\n"
+                                           "    model.latent_dim: [2, 8]\n"))
+    assert p.search.space["model.latent_dim"] == [2, 8] and p.search.space["train.lr"].log
+    assert "search" not in {k.split(".")[0] for k in flatten(p)}
+    for text, says in (("search:\n  sampler: cmaes\n", "search.sampler"),
+                       ("search:\n  study: bad/name\n", "search.study"),
+                       ("search:\n  n_trials: 0\n", "search.n_trials"),
+                       ("search:\n  objectives: [{metric: iw_nll}]\n", "search.objectives"),
+                       ("search:\n  space: {train.lr: {low: 0.0, high: 0.1, log: true}}\n", "log range needs low > 0"),
+                       ("search:\n  space: {train.lr: {low: 0.1, high: 0.01}}\n", "low < high"),
+                       ("search:\n  space: {}\n", "search.space is empty")):
+        assert says in load_error(tmp_path, text), text

@@ -366,6 +366,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("info", "the model's params, training and evaluation numbers, and where it came from", "example: mnist-vae info --model models:/mnist-vae/1")
     p.add_argument("-o", "--output", help="write the JSON here instead of stdout")
+
+    # no --model: the search trains models rather than using one
+    p = sub.add_parser("search", help="a hyperparameter search with Optuna: each trial a DVC experiment (docs/search.md)",
+                       description="params.yaml's `search` section as an Optuna study in MNIST_VAE_SEARCH_STORAGE "
+                       "(default sqlite:///optuna.db here; postgresql://... to share it between hosts)")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=Parser)
+    a = actions.add_parser("run", help="work on the study until it has search.n_trials COMPLETE trials",
+                           description="work on the study until it has search.n_trials COMPLETE trials; start "
+                           "as many workers as you like, in clones on any hosts",
+                           epilog="example: MNIST_VAE_SEARCH_STORAGE=postgresql://optuna@db:5432/optuna "
+                           "mnist-vae search run --workers 2")
+    a.add_argument("--workers", type=positive_int, default=1, help="worker processes in this clone (default 1)")
+    a.add_argument("--threads", type=positive_int,
+                   help="torch threads per trial (OMP_NUM_THREADS); default cores // workers. With workers in "
+                   "several clones on one host, give each cores // (workers on the host)")
+    a.add_argument("--heartbeat", type=positive_int, default=10,
+                   help="seconds between a worker's heartbeats; a trial silent for 3 of them is FAIL and retried (default 10)")
+    actions.add_parser("status", help="the study's trials by state and the best so far")
+    a = actions.add_parser("dashboard", help="optuna-dashboard over the study's storage")
+    a.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
+    a.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     return parser
 
 
@@ -373,9 +394,21 @@ COMMANDS = {"sample": cmd_sample, "reconstruct": cmd_reconstruct, "encode": cmd_
             "interpolate": cmd_interpolate, "traverse": cmd_traverse, "info": cmd_info}
 
 
+def cmd_search(args) -> int:
+    from mnist_vae import search
+
+    if args.action == "run":
+        return search.run(args.workers, args.threads, args.heartbeat, say=note)
+    if args.action == "status":
+        return search.status()
+    return search.dashboard(args.host, args.port, say=note)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "search":
+            return cmd_search(args)
         model = inference.load(args.model, args.dequantize)
         COMMANDS[args.command](args, model, TestDigits(args.data, model))
     except UserError as exc:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Strict, Tag, ValidationError, model_validator
 
 from mnist_vae.errors import UserError
 
@@ -170,6 +170,68 @@ class TrackingParams(Section):
     registered_model: Annotated[str, Field(min_length=1)] = "mnist-vae"
 
 
+# a study's name is also the prefix of its DVC experiments' names (git refs) and an MLflow tag
+STUDY_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
+# an objective names a number in the pipeline's metrics: <file stem in metrics/>.<key>.<key>...
+METRIC_KEY = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)+$"
+Choice = Union[Annotated[int, Strict()], Annotated[float, Strict()], Annotated[bool, Strict()], str, None]
+
+
+class SearchRange(Section):
+    """A range of one param: whole numbers if low and high both are (a step too), else real numbers."""
+
+    low: Union[Annotated[int, Strict()], float]
+    high: Union[Annotated[int, Strict()], float]
+    log: bool = False
+    step: Optional[Union[Annotated[int, Strict(), Field(gt=0)], Annotated[float, Field(gt=0)]]] = None
+
+    @property
+    def is_int(self) -> bool:
+        return isinstance(self.low, int) and isinstance(self.high, int) and isinstance(self.step, (int, type(None)))
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if not self.low < self.high:
+            raise ValueError(f"a range needs low < high, got low {self.low} and high {self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0, got {self.low}")
+        if self.log and self.step is not None:
+            raise ValueError("a range takes log or step, not both")
+        return self
+
+
+# a mapping is a range, anything else a list of choices (so an error names what the entry was meant to be)
+SpaceEntry = Annotated[
+    Union[Annotated[list[Choice], Field(min_length=1), Tag("choices")], Annotated[SearchRange, Tag("range")]],
+    Discriminator(lambda v: "range" if isinstance(v, (dict, SearchRange)) else "choices")]
+
+
+class SearchObjective(Section):
+    metric: Annotated[str, Field(pattern=METRIC_KEY)] = "eval.test.iw_nll"
+    direction: Literal["minimize", "maximize"] = "minimize"
+
+
+class SearchParams(Section):
+    """The hyperparameter search (`mnist-vae search run`); read by no stage, so it is no stage's dependency."""
+
+    study: Annotated[str, Field(pattern=STUDY_NAME)] = "vae-search"
+    # one objective, or several (Optuna's multi-objective mode: the best trials are a Pareto front)
+    objectives: Annotated[list[SearchObjective], Field(min_length=1)] = Field(
+        default_factory=lambda: [SearchObjective()])
+    sampler: Literal["tpe", "random", "grid"] = "tpe"
+    n_trials: PositiveInt = 20  # trials COMPLETE when the study ends, whatever the number of workers
+    # param key -> a list of choices, or a range {low, high, log, step}
+    space: dict[str, SpaceEntry] = Field(
+        default_factory=lambda: {"train.beta": SearchRange(low=0.25, high=4.0, log=True),
+                                 "model.latent_dim": [2, 5, 10, 20, 50]})
+
+    @model_validator(mode="after")
+    def _space_not_empty(self):
+        if not self.space:
+            raise ValueError("search.space is empty; name at least one param key")
+        return self
+
+
 class Params(Section):
     seed: Count = 0
     data: DataParams = Field(default_factory=DataParams)
@@ -181,6 +243,7 @@ class Params(Section):
     classifier: ClassifierParams = Field(default_factory=ClassifierParams)
     quality: QualityParams = Field(default_factory=QualityParams)
     tracking: TrackingParams = Field(default_factory=TrackingParams)
+    search: SearchParams = Field(default_factory=SearchParams)
 
     @model_validator(mode="after")
     def _dynamic_binarization_needs_binary_data(self):
@@ -234,13 +297,18 @@ def load_params(path: Union[str, os.PathLike] = "params.yaml") -> Params:
         raise UserError(f"{path} is not valid YAML: {(str(exc).splitlines() or ['parse error'])[0]}") from None
     if not isinstance(raw, dict):
         raise UserError(f"{path} must be a mapping of sections, got {type(raw).__name__}")
+    return validate(raw, str(path))
+
+
+def validate(raw: dict, source: str) -> Params:
+    """Params from a params.yaml-shaped mapping; UserError "<source>: <what is wrong>" on the first problem."""
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
         errors = exc.errors()
         # Union members (float | "learned") report one error each; keep the first per key.
         first = errors[0]
-        raise UserError(f"{path}: {_describe(first)}") from None
+        raise UserError(f"{source}: {_describe(first)}") from None
 
 
 def flatten_tree(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -252,6 +320,10 @@ def flatten_tree(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def flatten(params: Params, sections: tuple[str, ...] = ()) -> dict[str, Any]:
-    """params as {'train.lr': 0.001, ...}, as logged to MLflow; only the given top-level keys if any."""
-    return flatten_tree(params.model_dump(include=set(sections) or None))
+# the sections a pipeline result depends on: every one but `search`, which only drives `mnist-vae search`
+RESULT_SECTIONS = tuple(name for name in Params.model_fields if name != "search")
+
+
+def flatten(params: Params, sections: tuple[str, ...] = RESULT_SECTIONS) -> dict[str, Any]:
+    """params as {'train.lr': 0.001, ...}, as logged to MLflow: the result's sections, or the given ones."""
+    return flatten_tree(params.model_dump(include=set(sections)))

@@ -43,7 +43,8 @@ from urllib.parse import quote
 from mnist_vae.errors import UserError
 
 PG_ROLE = "mlflow"
-PG_DATABASES = ("mlflow", "mlflow_auth")  # tracking + registry store, and basic-auth's users
+# tracking + registry store, basic-auth's users, and the hyperparameter searches' Optuna studies (mnist-vae search)
+PG_DATABASES = ("mlflow", "mlflow_auth", "optuna")
 AUTH_CACHE_TTL_S = 60
 DEFAULT_PERMISSION = "READ"  # everyone reads every experiment; writes need ownership or a grant
 INSTALL_HINT = "install PostgreSQL (Debian/Ubuntu: apt-get install -y postgresql)"
@@ -171,6 +172,8 @@ class TeamServer:
                      "-w", "-t", "60", "start")
         if first or not self.pgpass.is_file():
             self._create_role_and_databases()
+        else:
+            self._create_databases()  # a server made before a database was added gets it
 
     def _write_secret(self, path: Path, text: str) -> None:
         path.parent.mkdir(mode=0o700, exist_ok=True)
@@ -190,6 +193,9 @@ class TeamServer:
         exists = self._psql(f"SELECT 1 FROM pg_roles WHERE rolname = '{PG_ROLE}'").stdout.strip()
         verb = "ALTER" if exists else "CREATE"
         self._psql(f"{verb} ROLE {PG_ROLE} LOGIN PASSWORD '{password}'")  # on stdin, never argv
+        self._create_databases()
+
+    def _create_databases(self) -> None:
         for db in PG_DATABASES:
             if not self._psql(f"SELECT 1 FROM pg_database WHERE datname = '{db}'").stdout.strip():
                 self._psql(f"CREATE DATABASE {db} OWNER {PG_ROLE}")
@@ -352,10 +358,16 @@ class TeamServer:
         self.stop_mlflow()
         self.stop_postgres()
 
+    def search_storage(self) -> str:
+        """The searches' Optuna storage (MNIST_VAE_SEARCH_STORAGE), without its password: libpq reads that
+        from PGPASSFILE (this server's secrets/pgpass on this host; a ~/.pgpass line on a worker host)."""
+        return f"postgresql://{PG_ROLE}@127.0.0.1:{self.pg_port}/optuna"
+
     def status(self) -> str:
         mlflow = f"running (pid {self.mlflow_pid()}) on {self.url}" if self.mlflow_pid() else "stopped"
         pg = f"running on 127.0.0.1:{self.pg_port}" if self.pg_running() else "stopped"
-        return f"mlflow server: {mlflow}\npostgresql: {pg}"
+        return (f"mlflow server: {mlflow}\npostgresql: {pg}\nsearch storage: MNIST_VAE_SEARCH_STORAGE="
+                f"{self.search_storage()} with PGPASSFILE={self.pgpass}")
 
 
 def main(argv: list[str] | None = None) -> None:

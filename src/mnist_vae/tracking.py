@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import time
@@ -37,6 +38,8 @@ EXPS_TMP = os.sep + os.path.join(".dvc", "tmp", "exps") + os.sep
 FINGERPRINT = "fingerprint"  # the run tag that names the result a run was logged from
 # the MLflow UI opens an experiment with this tag on its training runs (otherwise on the GenAI overview)
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+# a search worker (mnist-vae search run) names its study and trial to the track stage it runs: the run's tags
+SEARCH_ENV = {"MNIST_VAE_SEARCH_STUDY": "search_study", "MNIST_VAE_SEARCH_TRIAL": "search_trial"}
 # an unreachable server fails in seconds, not after MLflow's default minutes of retries
 HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
@@ -143,6 +146,14 @@ def log_result(result: Result) -> tuple[str, str, bool]:
     return experiment_id, run_id, True
 
 
+def run_line(run_id: str, created: bool) -> str:
+    """What track says about its run; a search worker reads the run's id back from it (RUN_LINE)."""
+    return f"track: {'logged run' if created else 'this result is already run'} {run_id}"
+
+
+RUN_LINE = re.compile(r"^track: (?:logged run|this result is already run) ([0-9a-f]{32})\b", re.M)
+
+
 def ui_address(experiment_id: str, run_id: str) -> str:
     """Where the run shows in the MLflow UI: the tracking server's, or `make ui`'s for an embedded store."""
     uri = tracking_uri()
@@ -195,13 +206,17 @@ def store_errors(uri: str) -> Iterator[None]:
     try:
         yield
     except (MlflowException, SQLAlchemyError, OSError) as exc:
-        cause = " ".join(str(exc).split()) or exc.__class__.__name__
-        if "Connection refused" in cause:
-            cause = "connection refused"
-        password = urlsplit(uri).password
-        cause = (cause.replace(password, "***") if password else cause)[:300]
-        raise UserError(f"MLflow store {shown_uri(uri)} failed: {cause}. Check MLFLOW_TRACKING_URI "
+        raise UserError(f"MLflow store {shown_uri(uri)} failed: {error_cause(exc, uri)}. Check MLFLOW_TRACKING_URI "
                         "(and that the server is up), then rerun `dvc repro track`") from None
+
+
+def error_cause(exc: BaseException, uri: str) -> str:
+    """An exception about a store at `uri` as a short phrase on one line, without the URI's password."""
+    cause = " ".join(str(exc).split()) or exc.__class__.__name__
+    if "Connection refused" in cause:
+        cause = "connection refused"
+    password = urlsplit(uri).password
+    return (cause.replace(password, "***") if password else cause)[:300]
 
 
 # --------------------------------------------------------------------------- internals
@@ -275,6 +290,7 @@ def _tags(result: Result, fingerprint: str) -> dict[str, str]:
             **{k: str(v) for k, v in checkpoint_provenance(result.checkpoint).items()}}
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
+    tags.update({tag: os.environ[var] for var, tag in SEARCH_ENV.items() if os.environ.get(var)})
     return tags
 
 

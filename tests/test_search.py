@@ -1,0 +1,280 @@
+"""The search (mnist-vae search): real Optuna, real DVC experiments, real MLflow runs, on the small params of
+tests/test_pipeline.py; the shared study on a real PostgreSQL on loopback as tests/test_team.py starts it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mnist_vae.errors import UserError
+from mnist_vae.params import RESULT_SECTIONS
+from mnist_vae.search import load_spec, set_param
+from mnist_vae.team_server import free_port
+from test_pipeline import BIN, REPO, env, fork, ran_stages, repo, runs, set_params, sh, wait_for  # noqa: F401
+
+SMALL_SEARCH = {"study": "s", "objectives": [{"metric": "eval.test.iw_nll", "direction": "minimize"}],
+                "sampler": "grid", "n_trials": 2, "space": {"train.beta": [0.5, 2.0]}}
+
+
+def project_files(dest: Path, **search) -> Path:
+    """params.yaml (the repository's, with `search` changed) and dvc.yaml in an empty folder."""
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "dvc.yaml", dest / "dvc.yaml")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["search"] = {**SMALL_SEARCH, **search}
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return dest
+
+
+def search_cli(root: Path, *args: str, check: bool = True, timeout: float = 1800, **extra) -> subprocess.CompletedProcess:
+    return sh(str(BIN / "mnist-vae"), "search", *args, cwd=root, check=check, timeout=timeout,
+              OMP_NUM_THREADS="1", **extra)
+
+
+def spec_error(tmp_path, **search) -> str:
+    with pytest.raises(UserError) as info:
+        load_spec(project_files(tmp_path / "p", **search))
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+# --------------------------------------------------------------------------- the spec, before any trial
+
+
+def test_a_bad_space_is_refused_in_one_line(tmp_path):
+    assert "did you mean 'train.beta'" in spec_error(tmp_path, space={"train.betta": [1.0]})
+    assert "'train.lr'" in spec_error(tmp_path, space={"train.lr": {"low": 0.001, "high": 5.0}})  # lr <= 1
+    message = spec_error(tmp_path, space={"train.epochs": {"low": 1, "high": 2.5}})  # a real range, a whole-number key
+    assert "train.epochs" in message and "2.5" in message
+    assert "'model.likelihood'" in spec_error(tmp_path, space={"model.likelihood": ["bernoulli", "poisson"]})
+    assert "metrics/evl.json" in spec_error(tmp_path, objectives=[{"metric": "evl.test.iw_nll"}])
+    assert "grid's 2 points" in spec_error(tmp_path, n_trials=3)
+    assert "whole-number ranges" in spec_error(tmp_path, space={"train.lr": {"low": 0.001, "high": 0.01}})
+    spec = load_spec(project_files(tmp_path / "ok", sampler="tpe",
+                                   space={"train.lr": {"low": 1.0e-4, "high": 0.01, "log": True}, "model.latent_dim": [2, 8]}))
+    assert spec.names == ["eval.test.iw_nll"] and spec.metrics["eval"] == Path("metrics/eval.json")
+
+
+def test_the_cli_refuses_a_bad_space_before_opening_any_storage(tmp_path):
+    root = project_files(tmp_path / "p", space={"train.lr": {"low": 0.001, "high": 5.0}})
+    proc = search_cli(root, "run", check=False)
+    assert proc.returncode == 2
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("mnist-vae: error:") and "search.space 'train.lr'" in line
+    assert not (root / "optuna.db").exists() and not (root / "search-logs").exists()
+
+
+def test_an_unreachable_storage_is_one_line_with_the_password_masked(tmp_path):
+    root = project_files(tmp_path / "p")
+    port = free_port()
+    url = f"postgresql://optuna:pw-s3cret-9@127.0.0.1:{port}/optuna"
+    for action in ("run", "status"):
+        proc = search_cli(root, action, check=False, MNIST_VAE_SEARCH_STORAGE=url, timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        [line] = proc.stderr.strip().splitlines()
+        assert f"search storage postgresql://optuna:***@127.0.0.1:{port}/optuna failed" in line, line
+        assert "pw-s3cret-9" not in proc.stdout + proc.stderr and "MNIST_VAE_SEARCH_STORAGE" in line
+
+
+def test_a_trial_the_schema_refuses_fails_with_its_line_and_the_worker_goes_on(tmp_path):
+    import optuna
+
+    from mnist_vae.search import Worker, open_study
+
+    # each value alone is valid, iwae with beta 2 is not; the other point's experiment fails (no git, no DVC here)
+    root = project_files(tmp_path / "p", space={"train.objective": ["iwae"], "train.beta": [2.0, 1.0]})
+    spec = load_spec(root)
+    study = open_study(spec, optuna.storages.InMemoryStorage(), "memory")
+    said = []
+    with pytest.raises(UserError, match="2 trials of study 's' failed"):
+        Worker(root, spec, study, threads=1, poll=0.1, say=said.append).run()
+    reasons = {t.params["train.beta"]: t.user_attrs["fail_reason"] for t in study.get_trials()}
+    assert [t.state.name for t in study.get_trials()] == ["FAIL", "FAIL"]
+    assert reasons[2.0].startswith("trial ") and "plain IWAE bound" in reasons[2.0] and "\n" not in reasons[2.0]
+    assert "search-logs/s-" in reasons[1.0]  # the experiment ran and failed: its own line and log
+    assert any("FAIL" in line and "plain IWAE bound" in line for line in said)
+
+
+def test_overrides_are_hydra_values_dvc_reads_back():
+    assert [set_param("train.lr", 1e-05), set_param("model.latent_dim", 20), set_param("train.dynamic_binarization", True),
+            set_param("model.likelihood", "gaussian")] == [
+        "++train.lr=1e-05", "++model.latent_dim=20", "++train.dynamic_binarization=true", "++model.likelihood='gaussian'"]
+
+
+def test_the_search_section_is_no_stage_dependency():
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    assert stages["track"]["params"] == list(RESULT_SECTIONS)  # every section a result depends on, not `search`
+    assert "search" not in RESULT_SECTIONS
+    for name, stage in stages.items():
+        assert not any("search" in str(p) or str(p).startswith("params.yaml") for p in stage.get("params", [])), name
+
+
+# --------------------------------------------------------------------------- one machine, embedded storage
+
+
+def study_trials(root: Path, name: str, url: str | None = None) -> list:
+    import optuna
+
+    study = optuna.load_study(study_name=name, storage=url or f"sqlite:///{root / 'optuna.db'}")
+    return study.get_trials()
+
+
+def exp_names(root: Path) -> list[str]:
+    return sorted(sh("dvc", "exp", "list", "--name-only", cwd=root).stdout.split())
+
+
+@pytest.mark.slow
+def test_one_machine_with_the_embedded_storage_and_no_server(fork):  # noqa: F811 (the pipeline's fixture)
+    set_params(fork, search={**SMALL_SEARCH, "study": "local"})
+    before = {r.info.run_id for r in runs(fork)}
+    proc = search_cli(fork, "run")
+    assert "has its 2 COMPLETE trials" in proc.stderr, proc.stderr
+    trials = study_trials(fork, "local")
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert sorted(t.params["train.beta"] for t in trials) == [0.5, 2.0]  # the grid, each point once
+    assert exp_names(fork) == ["local-0", "local-1"]
+    new = {r.info.run_id: r for r in runs(fork) if r.info.run_id not in before}
+    assert sorted(t.user_attrs["mlflow_run_id"] for t in trials) == sorted(new)
+    for t in trials:
+        run = new[t.user_attrs["mlflow_run_id"]]
+        assert run.info.status == "FINISHED" and run.data.tags["dvc_exp_name"] == f"local-{t.number}"
+        assert (run.data.tags["search_study"], run.data.tags["search_trial"]) == ("local", str(t.number))
+        assert float(run.data.params["train.beta"]) == t.params["train.beta"]
+        assert run.data.metrics["eval.test.iw_nll"] == t.value
+        assert not any(k.startswith("search.") for k in run.data.params)  # the spec is not a result's param
+    # the workspace is untouched (--temp), and editing the search section reruns nothing
+    assert ran_stages(sh("dvc", "repro", cwd=fork).stdout) == []
+    set_params(fork, search={**SMALL_SEARCH, "study": "another", "n_trials": 1})
+    assert "changed" not in sh("dvc", "status", cwd=fork).stdout
+    missing = search_cli(fork, "status", check=False)
+    assert missing.returncode == 2 and "no study 'another'" in missing.stderr
+    set_params(fork, search={**SMALL_SEARCH, "study": "local"})
+    shown = search_cli(fork, "status").stdout
+    best = min(trials, key=lambda t: t.value)
+    assert "COMPLETE 2" in shown and f"best trial {best.number}: eval.test.iw_nll = {best.value:.6g}" in shown
+    assert f"DVC experiment local-{best.number}, MLflow run {best.user_attrs['mlflow_run_id']}" in shown
+
+
+# --------------------------------------------------------------------------- clones sharing a study on PostgreSQL
+# The team tests' server and project (a small-data copy of this repository with a bare git remote, a DVC remote
+# and the team's MLflow server); each clone runs its workers against the same Optuna database.
+
+from test_team import client_env, clone, experiment_runs, project, team  # noqa: E402,F401
+
+
+def worker(root: Path, team, log: Path) -> subprocess.Popen:  # noqa: F811
+    """`mnist-vae search run` in `root` against the team's PostgreSQL (study) and MLflow server (runs), in a
+    process group of its own (killing the group is what a host dying does to it)."""
+    extra = {**client_env(team, team.user), "MNIST_VAE_SEARCH_STORAGE": team.server.search_storage(),
+             "PGPASSFILE": str(team.server.pgpass)}
+    return subprocess.Popen([str(BIN / "mnist-vae"), "search", "run", "--threads", "1", "--heartbeat", "3"],
+                            cwd=root, env=env(**extra), stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def with_study(root: Path, **search) -> None:
+    set_params(root, search={**SMALL_SEARCH, **search})
+    sh("git", "commit", "-qam", f"search {search['study']}", cwd=root)
+
+
+@pytest.fixture(scope="module")
+def clones(team, project):  # noqa: F811
+    return [clone(project, f"searcher-{i}") for i in (1, 2)]
+
+
+def search_runs(team, project, study: str) -> list:  # noqa: F811
+    return [r for r in experiment_runs(team, project.experiment) if r.data.tags.get("search_study") == study]
+
+
+@pytest.mark.team
+@pytest.mark.slow
+def test_two_clones_share_one_study_on_postgresql(team, project, clones, tmp_path, monkeypatch):  # noqa: F811
+    url = team.server.search_storage()
+    for root in clones:
+        with_study(root, study="shared", sampler="random", n_trials=3,
+                   space={"train.beta": {"low": 0.25, "high": 4.0, "log": True}})
+    procs = [worker(root, team, tmp_path / f"worker-{i}.log") for i, root in enumerate(clones)]
+    try:
+        for proc in procs:
+            proc.wait(timeout=2400)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    logs = [(tmp_path / f"worker-{i}.log").read_text() for i in range(2)]
+    assert [p.returncode for p in procs] == [0, 0], logs
+    monkeypatch.setenv("PGPASSFILE", str(team.server.pgpass))
+    trials = study_trials(clones[0], "shared", url.replace("postgresql://", "postgresql+psycopg2://"))
+    assert sorted(t.state.name for t in trials) == ["COMPLETE"] * 3, logs
+    assert len({t.params["train.beta"] for t in trials}) == 3  # no trial ran twice
+    names = sorted(exp for root in clones for exp in exp_names(root))
+    assert names == sorted(f"shared-{t.number}" for t in trials)  # one DVC experiment per trial, in either clone
+    assert all(len(exp_names(root)) >= 1 for root in clones), logs  # both workers worked
+    found = search_runs(team, project, "shared")
+    assert sorted((r.info.status, r.data.tags["search_trial"]) for r in found) == sorted(
+        ("FINISHED", str(t.number)) for t in trials)
+    for t in trials:
+        [run] = [r for r in found if r.info.run_id == t.user_attrs["mlflow_run_id"]]
+        assert run.data.metrics["eval.test.iw_nll"] == t.value and run.data.tags["dvc_exp_name"] == f"shared-{t.number}"
+
+    # collect: each clone pushes its experiments; a fresh clone pulls the best, applies it and reproduces it
+    best = min(trials, key=lambda t: t.value)
+    for root in clones:
+        for name in exp_names(root):
+            sh("dvc", "exp", "push", "origin", name, cwd=root, **client_env(team, team.user))
+    fresh = clone(project, "searcher-fresh")
+    sh("dvc", "exp", "pull", "origin", f"shared-{best.number}", cwd=fresh)
+    sh("dvc", "exp", "apply", f"shared-{best.number}", cwd=fresh)
+    out = sh("dvc", "repro", "--force", cwd=fresh, timeout=1800, OMP_NUM_THREADS="1", **client_env(team, team.user)).stdout
+    assert "train" in ran_stages(out)  # really trained again (--force), from the experiment's params
+    evaluation = json.loads((fresh / "metrics" / "eval.json").read_text())
+    assert evaluation["test"]["iw_nll"] == pytest.approx(best.value, rel=1e-9)
+
+
+@pytest.mark.team
+@pytest.mark.slow
+def test_a_killed_worker_s_trial_fails_and_is_retried_and_the_study_completes(team, project, clones, tmp_path,  # noqa: F811
+                                                                              monkeypatch):
+    url = team.server.search_storage().replace("postgresql://", "postgresql+psycopg2://")
+    for root in clones:
+        with_study(root, study="killed", sampler="grid", n_trials=2, space={"train.beta": [0.75, 1.5]})
+    victim = worker(clones[0], team, tmp_path / "victim.log")
+    try:
+        wait_for(lambda: any("Running stage 'train'" in p.read_text() for p in (clones[0] / "search-logs").glob("killed-*.log"))
+                 if (clones[0] / "search-logs").is_dir() else False, "the victim's training", timeout=1200)
+    finally:
+        os.killpg(victim.pid, signal.SIGKILL)  # the worker, its dvc exp run and the stage: a host going down
+        victim.wait()
+    [killed_log] = list((clones[0] / "search-logs").glob("killed-*.log"))
+    killed = int(killed_log.stem.split("-")[1])
+    survivor = worker(clones[1], team, tmp_path / "survivor.log")
+    try:
+        survivor.wait(timeout=2400)
+    finally:
+        if survivor.poll() is None:
+            os.killpg(survivor.pid, signal.SIGKILL)
+    log = (tmp_path / "survivor.log").read_text()
+    assert survivor.returncode == 0, log
+    monkeypatch.setenv("PGPASSFILE", str(team.server.pgpass))
+    trials = {t.number: t for t in study_trials(clones[1], "killed", url)}
+    assert sorted(t.state.name for t in trials.values()) == ["COMPLETE", "COMPLETE", "FAIL"], log
+    assert trials[killed].state.name == "FAIL" and "fail_reason" not in trials[killed].user_attrs
+    [retry] = [t for t in trials.values() if t.system_attrs.get("failed_trial") == killed]
+    assert retry.state.name == "COMPLETE" and retry.params == trials[killed].params
+    assert f"killed-{killed}" not in exp_names(clones[0]) + exp_names(clones[1])
+    found = search_runs(team, project, "killed")
+    assert sorted(r.data.tags["search_trial"] for r in found) == sorted(
+        str(t.number) for t in trials.values() if t.state.name == "COMPLETE")
+    assert all(r.info.status == "FINISHED" for r in found)  # the survivor left no RUNNING run
+    shown = search_cli(clones[1], "status", MNIST_VAE_SEARCH_STORAGE=team.server.search_storage(),
+                       PGPASSFILE=str(team.server.pgpass)).stdout
+    assert "COMPLETE 2" in shown and "FAIL 1" in shown and f"trial {killed} FAIL: worker lost" in shown
