@@ -28,7 +28,8 @@ def main(params):
     for name, s in summary["samplers"].items():
         print(f"sampler: {name}: {s['components']} components on {summary['n_codes']} codes ({summary['fit_on']}), "
               f"{'converged' if s['converged'] else 'NOT converged'} after {s['n_iter']} EM iterations, "
-              f"{s['fit_time']:.1f}s; train-code log-density {s['train_code_log_density']:.2f} nats")
+              f"{s['fit_time']:.1f}s ({s['fit_cpu_time']:.1f}s of CPU); train-code log-density "
+              f"{s['train_code_log_density']:.2f} nats")
     print(f"sampler: wrote {OUT} ({', '.join(state['samplers']) or 'no fitted samplers'}) in {summary['stage_time']:.1f}s")
 
 
