@@ -1,11 +1,11 @@
-"""evaluate: models/vae.pt on the test set (and a training slice) -> metrics/eval.json."""
+"""evaluate: models/vae.pt (and the samplers fitted to it) on the test set (and a training slice) -> metrics/eval.json."""
 
 import time
 from pathlib import Path
 
 import torch
 
-from mnist_vae import classifier, evaluation, quality
+from mnist_vae import classifier, evaluation, quality, samplers
 from mnist_vae.cli import run_stage
 from mnist_vae.io import load_npz, save_json
 from mnist_vae.model import load_checkpoint
@@ -14,12 +14,14 @@ from mnist_vae.training import pick_device
 TRAIN, TEST = Path("data/processed/train.npz"), Path("data/processed/test.npz")
 RAW, CLASSIFIER = Path("data/raw/mnist.npz"), Path("models/classifier.pt")
 MODEL, OUT = Path("models/vae.pt"), Path("metrics/eval.json")
+SAMPLER = Path("models/sampler.pt")
 
 
 def main(params):
     p = params.evaluate
     device = pick_device(params.train.device)
     model = load_checkpoint(MODEL, device)
+    model.samplers = samplers.load(SAMPLER, MODEL)
     test = {k: torch.from_numpy(v) for k, v in load_npz(TEST, ("x", "y"), "dequantize").items()}
     train = {k: torch.from_numpy(v) for k, v in load_npz(TRAIN, ("x", "y"), "dequantize").items()}
     raw = load_npz(RAW, ("x_train", "x_test"), "download")
@@ -34,6 +36,9 @@ def main(params):
     metrics["quality"] = quality.evaluate(
         model, digit_classifier, {"x": train["x"].to(device), "y": train["y"]},
         {"x": test["x"].to(device), "y": test["y"]}, raw, params.dequantize.mode, params.quality,
+        torch.Generator().manual_seed(params.seed), sampler_seed=params.seed)
+    metrics["quality"]["code_log_density"] = samplers.code_log_density(
+        model, test["x"].to(device), model.samplers["fit_on"], list(samplers.fitted(model)),
         torch.Generator().manual_seed(params.seed))
     metrics["quality_time"] = time.perf_counter() - start
     save_json(OUT, metrics)
@@ -44,6 +49,12 @@ def main(params):
           f"precision {q['samples']['precision']:.3f}, recall {q['samples']['recall']:.3f}, "
           f"reconstruction accuracy {q['reconstructions']['accuracy']:.4f}, probe {q['probe']['test_accuracy']:.4f}, "
           f"{metrics['quality_time']:.1f}s")
+    density = q["code_log_density"]
+    for name, scores in q["samplers"].items():
+        s = scores["samples"]
+        print(f"quality: sampler {name}: sample FID {s['fid']:.2f} (prior {q['samples']['fid']:.2f}), precision "
+              f"{s['precision']:.3f}, recall {s['recall']:.3f}, class entropy {scores['class_coverage']['entropy']:.3f}; "
+              f"test-code log-density {density[name]:.2f} nats (prior {density['prior']:.2f})")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""render: the trained model's figures -> reports/figures/*.png, and the latent explorer -> reports/explorer.html."""
+"""render: the trained model's figures (and its fitted samplers') -> reports/figures/*.png, and the latent
+explorer -> reports/explorer.html."""
 
 import shutil
 import tempfile
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from mnist_vae import classifier, explorer, figures, quality
+from mnist_vae import classifier, explorer, figures, quality, samplers
 from mnist_vae.cli import run_stage
 from mnist_vae.io import load_history, load_npz
 from mnist_vae.model import load_checkpoint
@@ -14,11 +15,13 @@ from mnist_vae.model import load_checkpoint
 TEST, HISTORY = Path("data/processed/test.npz"), Path("metrics/history.csv")
 CLASSIFIER = Path("models/classifier.pt")
 MODEL, OUT = Path("models/vae.pt"), Path("reports/figures")
+SAMPLER = Path("models/sampler.pt")
 EXPLORER = Path("reports/explorer.html")
 
 
 def main(params):
     model = load_checkpoint(MODEL)
+    model.samplers = samplers.load(SAMPLER, MODEL)
     test = load_npz(TEST, ("x", "y"), "dequantize")
     OUT.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".figures.", dir=OUT.parent))  # renamed over OUT when complete
@@ -47,6 +50,10 @@ def wanted(params, model, x, y):
 
     if p.samples_grid:
         yield "samples", figures.samples_grid(model, p.samples_grid, gen())
+        for name in samplers.fitted(model):  # each fitted sampler's grid, and beside the prior's on the same seed
+            yield f"samples_{name}", figures.samples_grid(model, p.samples_grid, gen(), name)
+            yield f"samples_prior_vs_{name}", figures.samplers_side_by_side(model, p.samples_grid, seed,
+                                                                            [samplers.PRIOR, name])
     if p.interpolation_rows:
         yield "interpolation", figures.interpolations(model, x, p.interpolation_rows, p.interpolation_steps, gen())
     if p.reconstructions:

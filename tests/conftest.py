@@ -377,11 +377,14 @@ FIXTURE_DIGITS = REPO_ROOT / "tests" / "fixtures" / "mnist_small.npz"
 def small_vae_project(tmp_path_factory) -> Path:
     """A project folder as the pipeline leaves it, from a VAE trained briefly on the fixture's 1000 real
     digits (latent_dim 4, hidden 64, 3 epochs, about a second): params.yaml (dequantize.mode uniform,
-    so a test can tell it from the default), models/vae.pt, data/processed/test.npz (200 digits,
-    dequantized) and data/raw/mnist.npz. Treat it as read-only; copy it to change it."""
+    so a test can tell it from the default), models/vae.pt, models/sampler.pt (a 5-component Gaussian
+    mixture fitted to the training digits' mu(x), as the sampler stage does), data/processed/test.npz
+    (200 digits, dequantized) and data/raw/mnist.npz. Treat it as read-only; copy it to change it."""
     import torch
 
-    from mnist_vae import training
+    from mnist_vae import samplers, training
+    from mnist_vae.io import sha256_file
+    from mnist_vae.params import SamplerParams
     from mnist_vae.data import dequantize_splits
     from mnist_vae.io import save_npz
     from mnist_vae.model import VAE, save_checkpoint
@@ -399,6 +402,8 @@ def small_vae_project(tmp_path_factory) -> Path:
     data = training.Data(torch.from_numpy(splits["train"]["x"]), torch.from_numpy(splits["test"]["x"]))
     training.train(model, data, TrainParams(epochs=3, batch_size=100), 0, torch.device("cpu"))
     save_checkpoint(root / "models" / "vae.pt", model)
+    state, _ = samplers.fit(model, torch.from_numpy(splits["train"]["x"]), SamplerParams(gmm_components=5), 0)
+    samplers.save(root / "models" / "sampler.pt", state, sha256_file(root / "models" / "vae.pt"))
     return root
 
 

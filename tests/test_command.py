@@ -98,6 +98,19 @@ def test_sample_writes_the_api_samples_as_npy_and_a_png_grid(project, vae, cli):
     assert image.format == "PNG" and image.size == (3 * (3 * 28 + 4), 3 * (2 * 28 + 2))  # 3 columns, 2 rows, 3x
 
 
+def test_sample_takes_the_fitted_sampler_and_says_when_the_model_has_none(project, vae, cli):
+    proc = run("sample", "-n", 5, "--seed", 2, "--sampler", "gmm", "-o", "g.npy", cwd=project)
+    assert "from the sampler gmm" in proc.stderr
+    gmm = np.load(project / "g.npy")
+    assert np.array_equal(gmm, inference.sample(vae, 5, seed=2, sampler="gmm").numpy())
+    assert not np.array_equal(gmm, inference.sample(vae, 5, seed=2).numpy())
+    assert json.loads(run("info", cwd=project).stdout)["samplers"]["available"] == ["prior", "gmm"]
+    (project / "models" / "sampler.pt").unlink()
+    proc = run("sample", "-n", 5, "--seed", 2, "--sampler", "gmm", "-o", "p.npy", cwd=project)
+    assert "no fitted sampler 'gmm'" in proc.stderr and "sampling from the prior" in proc.stderr
+    assert np.array_equal(np.load(project / "p.npy"), inference.sample(vae, 5, seed=2).numpy())
+
+
 def test_reconstruct_and_encode_take_test_indices_and_image_files(project, vae, test_x, cli):
     mine = a_digit_file(project)
     pixels, _ = read_digit(mine)
@@ -186,7 +199,18 @@ BAD = {
     "index out of range": (["encode", "200", "-o", "out.json"], None, "test digit 200 is out of range: the test set has 200 digits"),
     "no samples": (["sample", "-n", "0", "-o", "out.png"], None, "argument -n: must be at least 1, got 0"),
     "unknown output": (["sample", "-o", "out.gif"], None, "-o out.gif: write .png or .npy"),
+    "unknown sampler": (["sample", "--sampler", "flow", "-o", "out.png"], None,
+                        "unknown sampler 'flow'; this model has: prior, gmm"),
+    "stale sampler": (["sample", "--sampler", "gmm", "-o", "out.png"], lambda project: _refit_elsewhere(project),
+                      "was fitted to another checkpoint"),
 }
+
+
+def _refit_elsewhere(project):
+    """models/sampler.pt as if fitted to another checkpoint (its stored digest changed)."""
+    state = torch.load(project / "models" / "sampler.pt", weights_only=True)
+    state["checkpoint_sha256"] = "f" * 64
+    torch.save(state, project / "models" / "sampler.pt")
 
 
 @pytest.mark.parametrize("case", list(BAD))
@@ -218,6 +242,9 @@ def test_models_from_an_mlflow_run_and_the_registry(project, registered_vae, vae
     env = registered_vae.env
     run("sample", "-n", 4, "--seed", 1, "--model", f"runs:/{registered_vae.run_id}/model", "-o", "m.npy", cwd=project, env=env)
     assert np.array_equal(np.load(project / "m.npy"), inference.sample(vae, 4, seed=1).numpy())
+    run("sample", "-n", 4, "--seed", 1, "--sampler", "gmm", "--model", f"models:/mnist-vae/{registered_vae.version}",
+        "-o", "g.npy", cwd=project, env=env)  # the samplers travel with the logged model
+    assert np.array_equal(np.load(project / "g.npy"), inference.sample(vae, 4, seed=1, sampler="gmm").numpy())
     info = json.loads(run("info", "--model", f"models:/mnist-vae/{registered_vae.version}", cwd=project, env=env).stdout)
     assert info["run_id"] == registered_vae.run_id and info["dequantize"]["mode"] == "uniform"
     assert info["evaluation"] == {"test.iw_nll": 140.25} and info["training"] == {"test_total": 150.5}

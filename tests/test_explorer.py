@@ -22,10 +22,10 @@ import torch
 import torch.nn as nn
 import yaml
 
-from mnist_vae import evaluation, explorer, objectives
+from mnist_vae import evaluation, explorer, objectives, samplers
 from mnist_vae.io import save_npz
 from mnist_vae.model import VAE, save_checkpoint
-from mnist_vae.params import ModelParams, Params
+from mnist_vae.params import ModelParams, Params, SamplerParams
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "mnist_small.npz"
@@ -70,6 +70,8 @@ def pages(tmp_path_factory):
     out = {}
     for arch in ("mlp", "conv"):
         model = make_model(arch)
+        if arch == "mlp":  # a fitted sampler for the page's button (the conv page has none)
+            model.samplers = samplers.fit(model, x, SamplerParams(gmm_components=3), 0)[0]
         path = folder / f"{arch}.html"
         explorer.write(path, model, x, y, seed=0, threshold=0.01)
         out[arch] = (model, path)
@@ -270,6 +272,38 @@ def test_random_and_reset_buttons(browser, pages):
     browser.find_element("id", "reset").click()
     z = assert_decodes_like_pytorch(browser, model)
     assert np.array_equal(z, np.zeros(model.latent_dim, np.float32))
+
+
+def test_the_fitted_sampler_button_draws_from_the_models_mixture(browser, pages):
+    model, path = pages["mlp"]
+    s = model.samplers["samplers"]["gmm"]
+    open_page(browser, path)
+    button = browser.find_element("id", "fitted")
+    assert button.is_displayed() and "gmm, 3 components" in button.text
+    seen = set()
+    for _ in range(12):
+        button.click()
+        z = assert_decodes_like_pytorch(browser, model)
+        k, eps = browser.execute_script("return [window.__lastDraw.k, window.__lastDraw.eps]")
+        want = (s["means"][k] + s["scale_tril"][k] @ torch.tensor(eps, dtype=torch.float64)).float().numpy()
+        np.testing.assert_allclose(z, want, rtol=1e-6, atol=1e-6)  # float64 sums in another order, then float32
+        assert 0 <= k < 3
+        seen.add(k)
+        assert "fitted sampler 'gmm'" in browser.find_element("id", "source").text
+    assert len(seen) > 1  # components are picked by weight, not always the first
+    # the page's z = means[k] + L[k] eps is torch's for the same component and normals (samplers.draw)
+    g = torch.Generator().manual_seed(4)
+    k = torch.multinomial(s["weights"], 5, replacement=True, generator=g)
+    eps = torch.randn(5, model.latent_dim, generator=g, dtype=torch.float64)
+    torch_z = samplers.draw(model, "gmm", 5, torch.Generator().manual_seed(4)).numpy()
+    page_z = [browser.execute_script("return Array.from(window.mixtureZ(arguments[0], arguments[1]))", int(k[i]), eps[i].tolist())
+              for i in range(5)]
+    np.testing.assert_allclose(np.asarray(page_z, np.float32), torch_z, rtol=1e-6, atol=1e-6)
+
+
+def test_without_a_fitted_sampler_the_button_is_hidden(browser, pages):
+    open_page(browser, pages["conv"][1])
+    assert not browser.find_element("id", "fitted").is_displayed()
 
 
 def _map_offset(browser, dx: float, dy: float):

@@ -5,7 +5,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from mnist_vae import figures
+from mnist_vae import figures, samplers
 from mnist_vae.model import VAE
 from mnist_vae.params import ModelParams
 
@@ -68,13 +68,37 @@ def test_samples_grid_shows_the_model_samples(vae2):
     fig = figures.samples_grid(vae2, 4, gen())
     assert isinstance(fig, Figure) and len(fig.axes) == 1
     ax = fig.axes[0]
-    assert ax.get_title() == "Samples from the prior z ~ N(0, I)"
+    assert ax.get_title() == "Samples from the prior z ~ p(z)"
     canvas = shown(ax)
     assert canvas.shape == (4 * 28 + 3 * 2, 4 * 28 + 3 * 2)
     expected = vae2.sample(16, gen())
     torch.testing.assert_close(cell(canvas, 0, 0), expected[0])
     torch.testing.assert_close(cell(canvas, 3, 2), expected[14])
     np.testing.assert_array_equal(canvas, shown(figures.samples_grid(vae2, 4, gen()).axes[0]))
+
+
+def with_mixture(model):
+    """The model with a one-component fitted sampler far from the prior: N((3, -3), 0.01 I)."""
+    model = make_vae(model.latent_dim)
+    model.samplers = {"fit_on": "mu", "samplers": {"gmm": {
+        "kind": "gmm", "weights": torch.ones(1, dtype=torch.float64),
+        "means": torch.tensor([[3.0, -3.0]], dtype=torch.float64),
+        "scale_tril": 0.1 * torch.eye(2, dtype=torch.float64)[None]}}}
+    return model
+
+
+def test_a_samplers_grid_and_the_side_by_side_draw_from_each_sampler_on_one_seed(vae2):
+    model = with_mixture(vae2)
+    fig = figures.samples_grid(model, 3, gen(), "gmm")
+    assert fig.axes[0].get_title() == "Samples from the fitted sampler 'gmm'"
+    z = samplers.draw(model, "gmm", 9, gen())
+    torch.testing.assert_close(cell(shown(fig.axes[0]), 2, 1), model.mean(model.decode(z))[7].detach())
+    both = figures.samplers_side_by_side(model, 3, 5, ["prior", "gmm"])
+    left, right = (shown(ax) for ax in both.axes)
+    assert [ax.get_title() for ax in both.axes] == ["the prior z ~ p(z)", "the fitted sampler 'gmm'"]
+    np.testing.assert_array_equal(left, shown(figures.samples_grid(model, 3, gen(5)).axes[0]))
+    np.testing.assert_array_equal(right, shown(figures.samples_grid(model, 3, gen(5), "gmm").axes[0]))
+    assert not np.array_equal(left, right)
 
 
 def test_interpolate_is_exact_at_the_ends_and_linear():

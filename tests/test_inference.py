@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from mnist_vae import inference, load, postprocess, preprocess
+from mnist_vae import inference, load, postprocess, preprocess, samplers
 from mnist_vae.data import dequantize
 from mnist_vae.errors import UserError
 from mnist_vae.model import VAE, save_checkpoint
@@ -139,8 +139,11 @@ def test_sample_is_seeded_and_temperature_scales_the_prior():
     a, b = inference.sample(model, 5, seed=1), inference.sample(model, 5, seed=1)
     assert torch.equal(a, b) and not torch.equal(a, inference.sample(model, 5, seed=2))
     assert torch.equal(inference.sample(model, 2, temperature=0.0), inference.decode(model, torch.zeros(2, 3)))
-    z = inference.prior_draws(4000, 3, seed=0, temperature=0.5)
+    z = samplers.draw(model, "prior", 4000, torch.Generator().manual_seed(0), temperature=0.5)
     assert abs(z.std().item() - 0.5) < 0.02
+    # the prior is the model's own: its draws, seeded on a CPU generator, decoded
+    assert torch.equal(inference.sample(model, 4, seed=5, temperature=0.5),
+                       inference.decode(model, 0.5 * model.sample_prior(4, torch.Generator().manual_seed(5))))
     for n in (0, -1):
         with pytest.raises(UserError, match="at least 1"):
             inference.sample(model, n)
@@ -183,3 +186,28 @@ def test_a_saved_random_model_round_trips(tmp_path):
     vae = load(tmp_path / "vae.pt", dequantize="none")
     z = torch.randn(4, 2)
     assert torch.equal(inference.decode(vae, z), model.eval().mean(model.decode(z)).detach())
+
+
+def test_sample_draws_from_the_checkpoints_fitted_sampler_and_falls_back_with_a_warning(small_vae_project, tmp_path):
+    model = inference.load(small_vae_project / "models" / "vae.pt")
+    assert samplers.available(model) == ["prior", "gmm"]
+    gmm = inference.sample(model, 6, seed=3, sampler="gmm")
+    z = samplers.draw(model, "gmm", 6, torch.Generator().manual_seed(3))
+    assert torch.equal(gmm, inference.decode(model, z)) and torch.equal(gmm, inference.sample(model, 6, seed=3, sampler="gmm"))
+    assert not torch.equal(gmm, inference.sample(model, 6, seed=3))
+    assert inference.describe(model)["samplers"] == {"available": ["prior", "gmm"], "fit_on": "mu", "n_codes": 1000,
+                                                     "components": {"gmm": 5}}
+    with pytest.raises(UserError, match="unknown sampler 'flow'; this model has: prior, gmm"):
+        inference.sample(model, 2, sampler="flow")
+    bare = tmp_path / "bare"
+    (bare / "models").mkdir(parents=True)
+    shutil.copy(small_vae_project / "models" / "vae.pt", bare / "models" / "vae.pt")
+    model = inference.load(bare / "models" / "vae.pt", dequantize="none")
+    with pytest.warns(UserWarning, match="no fitted sampler 'gmm'.*sampling from the prior"):
+        fallback = inference.sample(model, 3, seed=1, sampler="gmm")
+    assert torch.equal(fallback, inference.sample(model, 3, seed=1))
+    (bare / "models" / "sampler.pt").write_bytes(b"garbage")  # corrupt: no fallback, one line
+    model = inference.load(bare / "models" / "vae.pt", dequantize="none")
+    assert torch.equal(inference.sample(model, 3, seed=1), fallback)  # the prior still samples
+    with pytest.raises(UserError, match="not a readable sampler file"):
+        inference.sample(model, 3, seed=1, sampler="gmm")

@@ -1,5 +1,7 @@
 """The VAE's shapes, the reparameterization trick, sampling and the checkpoint format."""
 
+import math
+
 import pytest
 import torch
 
@@ -90,3 +92,15 @@ def test_bad_checkpoints_are_one_line_errors(tmp_path):
         load_checkpoint(tmp_path / "vae.pt")
     message = str(err.value)
     assert "\n" not in message and "RuntimeError" in message and "size mismatch" in message
+
+
+def test_the_model_owns_its_prior_a_seeded_standard_normal_and_its_log_density():
+    torch.manual_seed(0)
+    model = VAE(ModelParams(hidden_dims=[16], latent_dim=3))
+    z = model.sample_prior(5, torch.Generator().manual_seed(4))
+    assert z.shape == (5, 3) and torch.equal(z, torch.randn(5, 3, generator=torch.Generator().manual_seed(4)))
+    point = torch.tensor([[0.0, 0.0, 0.0], [1.0, -2.0, 0.5]])
+    want = torch.tensor([-1.5 * math.log(2 * math.pi), -1.5 * math.log(2 * math.pi) - 0.5 * 5.25])
+    torch.testing.assert_close(model.log_prior(point), want)
+    torch.testing.assert_close(model.sample(4, torch.Generator().manual_seed(1)),
+                               model.mean(model.decode(model.sample_prior(4, torch.Generator().manual_seed(1)))))

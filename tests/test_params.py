@@ -70,6 +70,9 @@ def load_error(tmp_path, text: str) -> str:
         ("quality:\n  k: 0\n", "quality.k", "0"),
         ("quality:\n  probe_l2: -1\n", "quality.probe_l2", "-1"),
         ("render:\n  class_sheet: 31\n", "render.class_sheet", "31"),
+        ("sampler:\n  gmm_components: 0\n", "sampler.gmm_components", "0"),
+        ("sampler:\n  gmm_reg_covar: -1\n", "sampler.gmm_reg_covar", "-1"),
+        ("sampler:\n  names: [flow]\n", "sampler.names", "'flow'"),
     ],
 )
 def test_bad_value_names_key_and_value(tmp_path, text, key, shown_value):
@@ -85,6 +88,7 @@ def test_bad_value_names_key_and_value(tmp_path, text, key, shown_value):
         ("data:\n  source: http\n", "data.source", ["'auto'", "'keras'", "'pypi'", "'file'"]),
         ("dequantize:\n  mode: gaussian\n", "dequantize.mode", ["'notebook'", "'uniform'", "'none'", "'binarize'"]),
         ("train:\n  precision: fp16\n", "train.precision", ["'fp32'", "'bf16'"]),
+        ("sampler:\n  fit_on: samples\n", "sampler.fit_on", ["'mu'", "'draws'"]),
         ("model:\n  likelihood: poisson\n", "model.likelihood",
          ["'bernoulli'", "'continuous_bernoulli'", "'gaussian'"]),
     ],

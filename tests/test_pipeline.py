@@ -30,7 +30,7 @@ from mnist_vae.params import Params
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "mnist_small.npz"
 BIN = Path(sys.executable).parent
-STAGES = ["download", "dequantize", "classifier", "train", "evaluate", "render", "track"]
+STAGES = ["download", "dequantize", "classifier", "train", "sampler", "evaluate", "render", "track"]
 
 pytestmark = pytest.mark.slow
 
@@ -95,6 +95,7 @@ def repo(tmp_path_factory) -> Path:
         render={"latent_points": 200, "samples_grid": 4},
         classifier={"epochs": 4, "batch_size": 32, "threads": 1},
         quality={"n_samples": 200, "n_reference": 200, "probe_max_iter": 50},
+        sampler={"gmm_components": 5},
         tracking={"experiment": "pipeline-test", "registered_model": "pipeline-vae"},
     )
     sh("git", "init", "-q", cwd=root)
@@ -165,12 +166,17 @@ def test_outputs_are_exact_and_a_second_repro_does_nothing(repo):
     notebook = ((np.float32(x) + torch.rand(x.shape).numpy()) / 255.).clip(0, 1).reshape(-1, 784)
     with np.load(repo / "data/processed/train.npz") as train:
         assert train["x"].tobytes() == notebook.tobytes()
-    for out in ("models/vae.pt", "metrics/train.json", "metrics/eval.json", "metrics/history.csv"):
+    for out in ("models/vae.pt", "models/sampler.pt", "metrics/train.json", "metrics/sampler.json",
+                "metrics/eval.json", "metrics/history.csv"):
         assert (repo / out).is_file(), out
     assert not (repo / "models/mlflow_run.json").exists()
     figures = sorted(p.name for p in (repo / "reports/figures").glob("*.png"))
     assert figures == ["class_histogram.png", "interpolation.png", "latent_space.png", "reconstructions.png",
-                       "reparameterization.png", "samples.png", "samples_by_class.png", "training_curves.png"]
+                       "reparameterization.png", "samples.png", "samples_by_class.png", "samples_gmm.png",
+                       "samples_prior_vs_gmm.png", "training_curves.png"]
+    quality = json.loads((repo / "metrics/eval.json").read_text())["quality"]
+    assert set(quality["samplers"]) == {"gmm"} and quality["samplers"]["gmm"]["samples"]["n"] == 200
+    assert quality["code_log_density"]["gmm"] > quality["code_log_density"]["prior"]
     again = sh("dvc", "repro", cwd=repo).stdout
     assert ran_stages(again) == [] and "up to date" in again
 
@@ -181,7 +187,8 @@ def test_the_dag_has_exactly_the_pipelines_edges(repo):
     assert edges == {
         ("download", "dequantize"), ("dequantize", "train"), ("dequantize", "evaluate"), ("dequantize", "render"),
         ("download", "classifier"), ("download", "evaluate"), ("classifier", "evaluate"), ("classifier", "render"),
-        ("classifier", "track"),
+        ("classifier", "track"), ("dequantize", "sampler"), ("train", "sampler"),
+        ("sampler", "evaluate"), ("sampler", "render"), ("sampler", "track"),
         ("train", "evaluate"), ("train", "render"), ("train", "track"), ("evaluate", "track"), ("render", "track"),
     }
 
@@ -191,7 +198,7 @@ def test_no_stage_but_track_imports_mlflow(fork):
     poison.mkdir(parents=True)
     (poison / "__init__.py").write_text("raise ImportError('this stage imported mlflow')\n")
     path = os.pathsep.join(filter(None, [str(poison.parent), os.environ.get("PYTHONPATH")]))
-    for stage in ("download", "dequantize", "classifier", "train", "evaluate", "render"):
+    for stage in ("download", "dequantize", "classifier", "train", "sampler", "evaluate", "render"):
         sh(sys.executable, f"stages/{stage}.py", cwd=fork, PYTHONPATH=path)
     proc = sh(sys.executable, "stages/track.py", cwd=fork, check=False, PYTHONPATH=path)
     assert proc.returncode != 0 and "this stage imported mlflow" in proc.stderr  # the poison works
@@ -227,7 +234,11 @@ def test_the_run_is_complete(repo):
     assert run.data.metrics["eval.posterior.active_units"] == evaluation["posterior"]["active_units"]
     names = {a.path for a in c.list_artifacts(run.info.run_id)} | {
         a.path for a in c.list_artifacts(run.info.run_id, "figures")}
-    assert {"history.csv", "eval.json", "train.json", "checkpoint", "figures/samples.png", "explorer.html"} <= names
+    assert {"history.csv", "eval.json", "train.json", "sampler.json", "checkpoint", "figures/samples.png",
+            "figures/samples_prior_vs_gmm.png", "explorer.html"} <= names
+    assert {a.path for a in c.list_artifacts(run.info.run_id, "checkpoint")} == {"checkpoint/vae.pt", "checkpoint/sampler.pt"}
+    assert run.data.metrics["eval.quality.samplers.gmm.samples.fid"] == evaluation["quality"]["samplers"]["gmm"]["samples"]["fid"]
+    assert run.data.metrics["sampler.samplers.gmm.components"] == 5
     assert c.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     [version] = c.search_model_versions("name = 'pipeline-vae'")
     assert version.run_id == run.info.run_id
@@ -250,6 +261,12 @@ def test_the_mnist_vae_command_uses_the_pipelines_checkpoint_and_the_version_tra
         sh(command, "sample", "-n", "3", "--seed", "2", "--model", model, "-o", str(tmp_path / out), cwd=repo,
            MLFLOW_TRACKING_URI=f"sqlite:///{repo / 'mlflow.db'}")
     assert np.array_equal(np.load(tmp_path / "local.npy"), np.load(tmp_path / "registered.npy"))
+    for model, out in (("models/vae.pt", "local_gmm.npy"), (f"models:/pipeline-vae/{version.version}", "registered_gmm.npy")):
+        sh(command, "sample", "-n", "3", "--seed", "2", "--sampler", "gmm", "--model", model, "-o", str(tmp_path / out),
+           cwd=repo, MLFLOW_TRACKING_URI=f"sqlite:///{repo / 'mlflow.db'}")
+    gmm = np.load(tmp_path / "local_gmm.npy")
+    assert np.array_equal(gmm, np.load(tmp_path / "registered_gmm.npy")) and not np.array_equal(gmm, np.load(tmp_path / "local.npy"))
+    assert info["samplers"]["available"] == ["prior", "gmm"]
 
 
 def test_a_cached_training_experiment_gets_its_own_complete_run_and_the_baseline_is_untouched(fork, tmp_path):

@@ -43,6 +43,7 @@ def expected(vae, pixels) -> dict:
     mu, logvar = inference.encode(vae, x)
     return {
         "sample": inference.sample(vae, 5, seed=7, temperature=0.8).numpy(),
+        "sample_gmm": inference.sample(vae, 5, seed=7, sampler="gmm").numpy(),
         "encode": {"mu": mu.numpy(), "logvar": logvar.numpy()},
         "decode": inference.decode(vae, mu).numpy(),
         "reconstruct": inference.reconstruct(vae, x).numpy(),
@@ -53,6 +54,7 @@ def requests(vae, pixels) -> dict:
     mu = inference.encode(vae, preprocess(pixels, vae.dequantize))[0]
     return {
         "sample": ([[0]], {"task": "sample", "n": 5, "seed": 7, "temperature": 0.8}),
+        "sample_gmm": ([[0]], {"task": "sample", "n": 5, "seed": 7, "sampler": "gmm"}),
         "encode": (pixels.tolist(), {"task": "encode"}),
         "decode": (mu.tolist(), {"task": "decode"}),
         "reconstruct": (pixels.tolist(), {"task": "reconstruct"}),
@@ -77,7 +79,8 @@ def test_the_saved_model_is_the_vae_for_mlflow_pytorch_and_a_signed_pyfunc(saved
     pyfunc = mlflow.pyfunc.load_model(str(saved))
     meta = pyfunc.metadata
     assert meta.flavors["python_function"]["loader_module"] == "mnist_vae.serving"
-    assert {p.name: p.default for p in meta.signature.params.params} == {"task": "reconstruct", "n": 1, "seed": 0, "temperature": 1.0}
+    assert {p.name: p.default for p in meta.signature.params.params} == {"task": "reconstruct", "n": 1, "seed": 0, "temperature": 1.0,
+                                                                         "sampler": "prior"}
     assert meta.metadata["dequantize_mode"] == "uniform"
     want = expected(vae, pixels)
     for task, (inputs, params) in requests(vae, pixels).items():
@@ -90,6 +93,7 @@ def test_the_saved_model_is_the_vae_for_mlflow_pytorch_and_a_signed_pyfunc(saved
     ([[0.5] * 784], {"task": "reconstruct"}, "pixels must be whole numbers 0..255"),
     ([[0.0]], {"task": "generate"}, "unknown task 'generate'"),
     ([[0.0]], {"task": "sample", "n": 0}, "at least 1"),
+    ([[0.0]], {"task": "sample", "sampler": "flow"}, "sample: unknown sampler 'flow'; this model has: prior, gmm"),
 ])
 def test_bad_requests_raise_a_one_line_mlflow_error(saved, inputs, params, message):
     import mlflow
@@ -154,5 +158,7 @@ def test_the_served_registered_model_answers_as_the_local_api(server, vae, pixel
         assert_same(answer["predictions"], want[task], task)
     status, answer = post(server, {"inputs": [[0.0, 1.0]], "params": {"task": "decode"}})
     assert status == 400 and "latent vectors must have length 4" in answer["message"]
+    status, answer = post(server, {"inputs": [[0.0]], "params": {"task": "sample", "sampler": "flow"}})
+    assert status == 400 and "unknown sampler 'flow'; this model has: prior, gmm" in answer["message"]
     status, answer = post(server, {"inputs": [[0.0]], "params": {"task": "sample", "n": "many"}})
     assert status == 400 and "'n'" in answer["message"]  # the signature's params schema

@@ -120,7 +120,7 @@ def test_one_run_holds_params_histories_metrics_artifacts_tags_and_model(store, 
     assert isinstance(mlflow.pytorch.load_model(f"runs:/{run_id}/model"), VAE)  # the model is in the run's experiment
     info = mlflow.models.get_model_info(f"models:/tiny-vae/{version.version}")
     assert info.flavors["python_function"]["loader_module"] == "mnist_vae.serving"  # the served pyfunc
-    assert {p.name for p in info.signature.params.params} == {"task", "n", "seed", "temperature"}
+    assert {p.name for p in info.signature.params.params} == {"task", "n", "seed", "temperature", "sampler"}
 
 
 def test_the_same_result_is_logged_once_and_a_changed_one_is_a_new_run(store, tmp_path):

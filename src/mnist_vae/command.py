@@ -14,13 +14,14 @@ import argparse
 import json
 import math
 import sys
+import warnings
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 import torch
 
-from mnist_vae import inference
+from mnist_vae import inference, samplers
 from mnist_vae.errors import UserError
 from mnist_vae.io import atomic_path, save_json
 
@@ -196,8 +197,13 @@ def write_images(out: Path, images: torch.Tensor, what: str, columns: Optional[i
 
 def cmd_sample(args, model, digits):
     out = check_output(args.output, (".png", ".npy"))
-    images = inference.sample(model, args.n, args.seed, args.temperature)
-    write_images(out, images, f"{args.n} samples, seed {args.seed}, temperature {args.temperature:g}")
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always", UserWarning)
+        images = inference.sample(model, args.n, args.seed, args.temperature, args.sampler)
+    for warning in said:
+        note(str(warning.message))
+    used = args.sampler if not said else samplers.PRIOR
+    write_images(out, images, f"{args.n} samples from the sampler {used}, seed {args.seed}, temperature {args.temperature:g}")
 
 
 def cmd_reconstruct(args, model, digits):
@@ -327,10 +333,16 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help_, description=help_, parents=[common], epilog=epilog,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
 
-    p = add("sample", "decode draws z ~ N(0, T² I) from the prior into images", "example: mnist-vae sample -n 64 --seed 0 -o samples.png")
+    p = add("sample", "decode draws of z from the prior, or from a sampler fitted to the training digits' codes, into images",
+            "examples: mnist-vae sample -n 64 --seed 0 -o samples.png\n"
+            "          mnist-vae sample --sampler gmm -o better.png   (`mnist-vae info` lists the model's samplers)")
     p.add_argument("-n", type=positive_int, default=64, help="how many samples (default 64)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the prior draws (default 0)")
-    p.add_argument("--temperature", type=float, default=1.0, help="scale T of the prior's standard deviation (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="scale T of the prior's standard deviation (of each mixture component's for gmm; default 1)")
+    p.add_argument("--sampler", default=samplers.PRIOR,
+                   help="prior (default: z ~ p(z)) or a fitted sampler: gmm (recommended: the better digits; "
+                        "fitted by the pipeline's sampler stage into models/sampler.pt)")
     p.add_argument("-o", "--output", default="samples.png", help=".png grid or .npy (n, 784) means in [0, 1] (default samples.png)")
 
     p = add("reconstruct", "encode inputs and decode their encoder means", "example: mnist-vae reconstruct 0 1 2 my_seven.png -o recon.png")

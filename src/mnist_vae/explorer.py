@@ -2,7 +2,10 @@
 
 :func:`build` packs everything the page needs into the page itself: the decoder's layers with their
 weights (little-endian float32, base64), the test encodings' latent map, a small gallery of test digits
-with their encoder means, the units' KL and activity, and the model's key numbers. The page
+with their encoder means, the units' KL and activity, the model's key numbers, and its fitted sampler
+(samplers.py) if it has one: the page's "draw from the fitted sampler" button picks a component k with
+the mixture's weights and computes z = means[k] + L[k] eps in float64, as samplers.draw does (the
+page's random numbers are the browser's, so a seed does not give torch's draws). The page
 (``explorer.html`` beside this module, plain HTML, CSS and JavaScript) decodes in the browser with the
 same arithmetic as PyTorch's float32 forward pass, so it needs no server, no library and no request of
 any kind: it works opened from disk, offline, or as an MLflow artifact.
@@ -26,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from mnist_vae import evaluation, objectives
+from mnist_vae import evaluation, objectives, samplers
 from mnist_vae.figures import latent_plane
 from mnist_vae.io import atomic_path
 
@@ -144,12 +147,24 @@ def page_data(model, x_test: torch.Tensor, y_test: np.ndarray, seed: int, thresh
             "origin": _f32(plane.origin), "axes": _f32(plane.axes), "labels": list(plane.labels),
             "points": _f32(points), "digits": _b64(y[:MAP_POINTS], "u1"), "n": len(points),
         },
+        "sampler": _sampler(model),
         "gallery": {
             "index": gallery, "digits": [int(y[i]) for i in gallery],
             "images": _b64(np.rint(x_test[gallery].reshape(len(gallery), -1).cpu().numpy() * 255), "u1"),
             "mu": _f32(mu[gallery]),
         },
     }
+
+
+def _sampler(model) -> dict | None:
+    """The model's first fitted sampler for the page's "draw from the fitted sampler" button: the mixture's
+    weights (K,), means (K, d) and Cholesky factors (K, d, d) as base64 little-endian float64; None if none."""
+    names = list(samplers.fitted(model))
+    if not names:
+        return None
+    arrays = samplers.mixture_arrays(model, names[0])
+    return {"name": names[0], "k": len(arrays["weights"]),
+            **{key: _b64(value, "<f8") for key, value in arrays.items()}}
 
 
 def render(data: dict) -> str:

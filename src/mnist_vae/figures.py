@@ -24,6 +24,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from mnist_vae import samplers
+
 SIDE = 28  # MNIST images are SIDE x SIDE
 PAD = 2  # pixels of white between tiled images
 GAP = 8  # pixels of white between the interpolation path and its original digits
@@ -108,13 +110,35 @@ def _centres(count: int, offset: float = 0.0, pad: int = PAD) -> list[float]:
 # ---------------------------------------------------------------- figures
 
 
+def _sampler_title(sampler: str) -> str:
+    return "the prior z ~ p(z)" if sampler == samplers.PRIOR else f"the fitted sampler '{sampler}'"
+
+
 @torch.no_grad()
-def samples_grid(model, n: int, generator: torch.Generator) -> Figure:
-    """n x n decoder means of z ~ N(0, I) (the notebook's generate_images_vae)."""
+def sampled(model, n: int, generator: torch.Generator, sampler: str = samplers.PRIOR) -> torch.Tensor:
+    """n x n decoder means of z drawn from `sampler` (samplers.draw), as (n, n, 784) CPU tensors."""
     _check_count("n", n)
-    images = model.sample(n * n, generator).cpu().reshape(n, n, -1)
-    fig, ax = _grid_figure(tile(images), 0.3, 0.6, min_w=3.6, max_w=10.0)
-    ax.set_title("Samples from the prior z ~ N(0, I)")
+    return _images(model, samplers.draw(model, sampler, n * n, generator)).reshape(n, n, -1)
+
+
+def samples_grid(model, n: int, generator: torch.Generator, sampler: str = samplers.PRIOR) -> Figure:
+    """n x n decoder means of z drawn from `sampler` (the notebook's generate_images_vae for the prior)."""
+    fig, ax = _grid_figure(tile(sampled(model, n, generator, sampler)), 0.3, 0.6, min_w=3.6, max_w=10.0)
+    ax.set_title(f"Samples from {_sampler_title(sampler)}")
+    return fig
+
+
+def samplers_side_by_side(model, n: int, seed: int, names: list[str]) -> Figure:
+    """n x n samples of each sampler in `names` side by side, each drawn from a generator seeded with `seed`."""
+    grids = [tile(sampled(model, n, torch.Generator().manual_seed(seed), name)) for name in names]
+    h, w = grids[0].shape
+    inch = min(2.0 / DPI, 7.0 / w)
+    fig = _figure(len(grids) * (w * inch + 0.3), h * inch + 0.7)
+    for k, (grid, name) in enumerate(zip(grids, names)):
+        ax = fig.add_subplot(1, len(grids), k + 1)
+        _show(ax, grid)
+        ax.set_title(f"{_sampler_title(name)}", fontsize=10)
+    fig.suptitle(f"{n * n} samples of each, seed {seed}")
     return fig
 
 
@@ -140,14 +164,13 @@ class Interpolations:
 
 @torch.no_grad()
 def interpolation_paths(model, x_test, rows: int, steps: int, generator: torch.Generator) -> Interpolations:
-    """Decoded latent paths: ceil(rows/2) between z1, z2 ~ N(0, I), the rest between mu(x_a) and mu(x_b).
+    """Decoded latent paths: ceil(rows/2) between z1, z2 ~ p(z) (the model's prior), the rest between mu(x_a) and mu(x_b).
 
     Randomness, in order: z1 (n_prior x d), z2 (n_prior x d), then a permutation picking the test digits.
     """
     _check_count("rows", rows)
     n_prior, n_data = math.ceil(rows / 2), rows - math.ceil(rows / 2)
-    device = next(model.parameters()).device
-    z1, z2 = (torch.randn(n_prior, model.latent_dim, generator=generator).to(device) for _ in range(2))
+    z1, z2 = (model.sample_prior(n_prior, generator) for _ in range(2))
     if n_data * 2 > len(x_test):
         raise ValueError(f"{rows} interpolation rows need {2 * n_data} test digits, got {len(x_test)}")
     pairs = torch.randperm(len(x_test), generator=generator)[:2 * n_data].reshape(n_data, 2)
@@ -235,7 +258,7 @@ def reparameterization(model, x_test, generator: torch.Generator, n: int = 1000)
     """
     _check_count("n", n)
     mu, logvar = (t.cpu() for t in model.encode(_tensor(x_test[:n], model)))
-    prior = torch.randn(mu.numel(), generator=generator)
+    prior = model.sample_prior(len(mu), generator).cpu().flatten()  # as many values as mu has entries
     sigma = torch.exp(0.5 * logvar)
     z = mu + sigma * torch.randn(mu.shape, generator=generator)
     panels = [(prior, "blue", "Prior p(z) ~ N(0,1)", "z"), (mu, "orange", "Encoder Mean μ", "μ"),

@@ -28,6 +28,7 @@ import hashlib
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -36,7 +37,7 @@ import numpy as np
 import torch
 import yaml
 
-from mnist_vae import objectives
+from mnist_vae import objectives, samplers
 from mnist_vae.errors import UserError
 from mnist_vae.params import DequantizeParams
 
@@ -133,6 +134,8 @@ def load(source: Union[str, os.PathLike] = DEFAULT_MODEL, dequantize: Optional[s
         model, origin = _load_checkpoint(Path(uri), dequantize)
     model.dequantize = origin.details.pop("dequantize")
     model.origin = origin
+    if not hasattr(model, "samplers"):  # a model logged without fitted samplers
+        model.samplers, model.sampler_problem = None, None
     return model.cpu().eval()
 
 
@@ -142,6 +145,7 @@ def _load_checkpoint(path: Path, dequantize: Optional[str]):
     if not path.exists():
         raise UserError(f"model {path} does not exist; train one with `dvc repro train` or pass --model PATH|runs:/<id>/model|models:/<name>/<version>")
     model = load_checkpoint(path)
+    samplers.attach(model, path)
     if dequantize:
         mode, where = dequantize, "given"
     else:
@@ -281,20 +285,21 @@ def _inputs(model, x) -> torch.Tensor:
     return x.to(_device(model))
 
 
-def prior_draws(n: int, latent_dim: int, seed: int = 0, temperature: float = 1.0) -> torch.Tensor:
-    """(n, latent_dim) draws of N(0, temperature^2 I) from a CPU generator seeded with `seed`."""
+@torch.no_grad()
+def sample(model, n: int, seed: int = 0, temperature: float = 1.0, sampler: str = samplers.PRIOR) -> torch.Tensor:
+    """n decoder means E[x|z], (n, 784) float32 in [0, 1] on the CPU, of z drawn from `sampler` with a CPU
+    generator seeded with `seed`: the model's prior ("prior", z = T * model.sample_prior) or a fitted
+    sampler of the model (samplers.available), whose spread the temperature T scales the same way.
+    A model without fitted samplers asked for one samples from the prior and warns (UserWarning)."""
     if n < 1:
         raise UserError(f"the number of samples must be at least 1, got {n}")
     if not (temperature >= 0 and math.isfinite(temperature)):
         raise UserError(f"the temperature must be a finite number >= 0, got {temperature}")
+    name, note = samplers.resolve(model, sampler)
+    if note:
+        warnings.warn(note, UserWarning, stacklevel=2)
     g = torch.Generator().manual_seed(int(seed))
-    return temperature * torch.randn(n, latent_dim, generator=g)
-
-
-@torch.no_grad()
-def sample(model, n: int, seed: int = 0, temperature: float = 1.0) -> torch.Tensor:
-    """n decoder means E[x|z] of z ~ N(0, temperature^2 I): (n, 784) float32 in [0, 1] on the CPU."""
-    return decode(model, prior_draws(n, model.latent_dim, seed, temperature))
+    return decode(model, samplers.draw(model, name, n, g, temperature))
 
 
 @torch.no_grad()
@@ -379,6 +384,7 @@ def describe(model) -> dict[str, Any]:
         "config": model.config.model_dump(),
         "n_parameters": sum(p.numel() for p in model.parameters()),
         "dequantize": {"mode": model.dequantize, "from": origin.dequantize_from},
+        "samplers": _describe_samplers(model),
     }
     if origin.kind == "mlflow":
         params, metrics = origin.details.get("params", {}), origin.details.get("metrics", {})
@@ -403,4 +409,16 @@ def describe(model) -> dict[str, Any]:
         from mnist_vae.model import checkpoint_provenance
 
         out["provenance"] = checkpoint_provenance(Path(origin.uri))  # what train recorded: data digest, torch, device
+    return out
+
+
+def _describe_samplers(model) -> dict[str, Any]:
+    """The samplers `sample --sampler` takes, and what the fitted ones were fitted to."""
+    out: dict[str, Any] = {"available": samplers.available(model)}
+    state = getattr(model, "samplers", None)
+    if state:
+        out.update({"fit_on": state["fit_on"], "n_codes": state["n_codes"],
+                    "components": {name: len(s["weights"]) for name, s in state["samplers"].items()}})
+    elif getattr(model, "sampler_problem", None):
+        out["note"] = model.sampler_problem
     return out

@@ -6,6 +6,7 @@ returns logits; the likelihood (objectives.py) turns them into log p(x|z) and in
 
 from __future__ import annotations
 
+import math
 import zipfile
 from pathlib import Path
 
@@ -101,12 +102,20 @@ class VAE(nn.Module):
         """The image a decoder output stands for: E[x|z]."""
         return objectives.likelihood_mean(self.config.likelihood, logits)
 
+    def sample_prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n draws z ~ p(z) = N(0, I), (n, latent_dim) on the model's device. The normals come from a CPU
+        generator (`generator`, or the global one when None), so a seed gives the same z on every device."""
+        device = self.fc_mu_logvar.weight.device
+        return torch.randn(n, self.latent_dim, generator=generator, device="cpu").to(device)
+
+    def log_prior(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z) per row of z (n, latent_dim): the standard normal's log-density, in nats."""
+        return -0.5 * (z.pow(2).sum(-1) + z.shape[-1] * math.log(2 * math.pi))
+
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n images decoded from z ~ N(0, I), as (n, 784) means in [0, 1]."""
-        device = self.fc_mu_logvar.weight.device
-        z = torch.randn(n, self.latent_dim, generator=generator, device="cpu").to(device)
-        return self.mean(self.decode(z))
+        """n images decoded from z ~ p(z), as (n, 784) means in [0, 1]."""
+        return self.mean(self.decode(self.sample_prior(n, generator)))
 
 
 def save_checkpoint(path: Path, model: VAE, provenance: dict | None = None) -> None:

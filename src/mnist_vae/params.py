@@ -163,6 +163,24 @@ class QualityParams(Section):
     probe_max_iter: PositiveInt = 200
 
 
+class SamplerParams(Section):
+    """Latent densities fitted to the trained encoder's codes after training (the sampler stage)."""
+
+    # fitted densities, besides the model's own prior (always there): gmm
+    names: list[Literal["gmm"]] = ["gmm"]
+    fit_on: Literal["mu", "draws"] = "mu"  # the codes: encoder means mu(x), or one z ~ q(z|x) per digit
+    fit_examples: Count = 0  # training digits encoded for the fit; 0 = all
+    gmm_components: PositiveInt = 50
+    gmm_max_iter: PositiveInt = 100  # EM iterations (scikit-learn's GaussianMixture)
+    gmm_reg_covar: Annotated[float, Field(ge=0)] = 1e-6  # added to each covariance's diagonal
+
+    @model_validator(mode="after")
+    def _names_once(self):
+        if len(set(self.names)) != len(self.names):
+            raise ValueError(f"sampler.names lists a name twice: {self.names}")
+        return self
+
+
 class TrackingParams(Section):
     experiment: Annotated[str, Field(min_length=1)] = "mnist-vae"
     log_model: bool = True
@@ -242,6 +260,7 @@ class Params(Section):
     render: RenderParams = Field(default_factory=RenderParams)
     classifier: ClassifierParams = Field(default_factory=ClassifierParams)
     quality: QualityParams = Field(default_factory=QualityParams)
+    sampler: SamplerParams = Field(default_factory=SamplerParams)
     tracking: TrackingParams = Field(default_factory=TrackingParams)
     search: SearchParams = Field(default_factory=SearchParams)
 

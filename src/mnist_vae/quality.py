@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from mnist_vae import classifier as clf
+from mnist_vae import samplers
 from mnist_vae.errors import UserError
 from mnist_vae.evaluation import encode_all
 
@@ -212,25 +213,37 @@ def reference(classifier, train_pixels: np.ndarray, f_test: torch.Tensor, p) -> 
             "n_train": len(f_train), "n_test": len(f_test)}
 
 
-def generate(model, n: int, mode: str, generator: torch.Generator) -> torch.Tensor:
-    """n prior samples as classifier inputs: decoder means of z ~ N(0, I), on the pixel / 255 scale."""
-    return to_pixel_scale(model.sample(n, generator).cpu().float(), mode)
+@torch.no_grad()
+def generate(model, n: int, mode: str, generator: torch.Generator, sampler: str = samplers.PRIOR) -> torch.Tensor:
+    """n samples as classifier inputs: decoder means of z drawn from `sampler` (default the model's
+    prior, see samplers.draw), on the pixel / 255 scale."""
+    z = samplers.draw(model, sampler, n, generator)
+    return to_pixel_scale(model.mean(model.decode(z)).cpu().float(), mode)
+
+
+def sample_quality(classifier, images: torch.Tensor, f_test: torch.Tensor, p) -> tuple[dict, dict]:
+    """FID, precision and recall of generated images against the test features, and their class coverage."""
+    f_samples, p_samples = clf.predict(classifier, images)
+    scores = {"fid": fid(f_samples, f_test), **precision_recall(f_test, f_samples, p.k, p.block), "n": len(images)}
+    return scores, class_coverage(p_samples)
 
 
 def evaluate(model, classifier, train: dict, test: dict, raw: dict[str, np.ndarray], mode: str, p,
-             generator: torch.Generator) -> dict:
+             generator: torch.Generator, sampler_seed: int = 0) -> dict:
     """Everything under `quality` in metrics/eval.json.
 
     train, test: the VAE's inputs (data/processed: tensors x (N, 784) on the model's device, labels y);
     raw: data/raw/mnist.npz's uint8 x_train and x_test, the real digits as the classifier sees them;
     mode: the dequantization the VAE was trained on (for `to_pixel_scale`).
+    The prior's samples come from `generator`; each fitted sampler of the model (samplers.fitted) is
+    scored the same way under `samplers.<name>`, its draws from a generator seeded with `sampler_seed`.
     """
     y_test = torch.as_tensor(test["y"]).long()
     f_test, _ = clf.predict(classifier, clf.scale_pixels(raw["x_test"]))
     if len(f_test) != len(y_test):
         raise UserError(f"{len(y_test)} processed test digits but {len(f_test)} raw ones; rerun `dvc repro dequantize`")
 
-    f_samples, p_samples = clf.predict(classifier, generate(model, p.n_samples, mode, generator))
+    prior_scores, prior_coverage = sample_quality(classifier, generate(model, p.n_samples, mode, generator), f_test, p)
     f_recon, p_recon = clf.predict(classifier, to_pixel_scale(reconstruct(model, test["x"]), mode))
 
     n_probe = p.probe_examples or len(train["x"])
@@ -238,13 +251,15 @@ def evaluate(model, classifier, train: dict, test: dict, raw: dict[str, np.ndarr
     mu_test, _ = encode_all(model, test["x"])
 
     return {
-        "samples": {"fid": fid(f_samples, f_test), **precision_recall(f_test, f_samples, p.k, p.block),
-                    "n": p.n_samples},
+        "samples": prior_scores,
         "reconstructions": {"fid": fid(f_recon, f_test),
                             "accuracy": float((p_recon.argmax(1) == y_test).double().mean())},
         "reference": reference(classifier, raw["x_train"], f_test, p),
-        "class_coverage": class_coverage(p_samples),
+        "class_coverage": prior_coverage,
         "probe": {**linear_probe(mu_train.cpu(), train["y"][:n_probe], mu_test.cpu(), y_test,
                                  p.probe_l2, p.probe_max_iter), "n_train": n_probe},
         "k": p.k, "n_test": len(f_test),
+        "samplers": {name: dict(zip(("samples", "class_coverage"), sample_quality(
+            classifier, generate(model, p.n_samples, mode, torch.Generator().manual_seed(sampler_seed), name), f_test, p)))
+            for name in samplers.fitted(model)},
     }

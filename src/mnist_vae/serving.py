@@ -13,8 +13,9 @@ A request to ``/invocations`` is ``{"inputs": [[...], ...], "params": {"task": .
 ===========  ======================================  ==========================================
 task         inputs (a 2-D array of numbers)          answer ``predictions``
 ===========  ======================================  ==========================================
-sample       ignored (send ``[[0]]``); ``params.n``   (n, 784) decoder means in [0, 1] of
-             images, ``seed``, ``temperature``        z ~ N(0, temperature² I) drawn with `seed`
+sample       ignored (send ``[[0]]``); ``params.n``   (n, 784) decoder means in [0, 1] of z
+             images, ``seed``, ``temperature``,       drawn with `seed` from ``sampler``: ``prior``
+             ``sampler``                              (the default) or a fitted one (``gmm``)
 encode       (N, 784) pixels, whole numbers 0..255    ``{"mu": (N, d), "logvar": (N, d)}``
 decode       (N, d) latent vectors                    (N, 784) decoder means in [0, 1]
 reconstruct  (N, 784) pixels, whole numbers 0..255    (N, 784) means decoded from mu(x)
@@ -22,8 +23,9 @@ reconstruct  (N, 784) pixels, whole numbers 0..255    (N, 784) means decoded fro
 
 Pixels are preprocessed as ``mnist_vae.preprocess`` does under the model's own dequantization, and
 every task runs the same function of ``mnist_vae.inference`` as the local API and the command, so
-the answers are equal. A wrong width, an unknown task or a pixel outside 0..255 is a 400 answer
-with a one-line message.
+the answers are equal. A wrong width, an unknown task or sampler, or a pixel outside 0..255 is a 400
+answer with a one-line message. The samplers fitted to the model (models/sampler.pt, see samplers.py)
+travel inside the logged model, so ``models:/<name>/<version>`` samples as the checkpoint does.
 """
 
 from __future__ import annotations
@@ -39,11 +41,12 @@ from mnist_vae import inference
 from mnist_vae.errors import UserError
 
 TASKS = ("sample", "encode", "decode", "reconstruct")
-PARAMS = {"task": ("string", "reconstruct"), "n": ("long", 1), "seed": ("long", 0), "temperature": ("double", 1.0)}
+PARAMS = {"task": ("string", "reconstruct"), "n": ("long", 1), "seed": ("long", 0), "temperature": ("double", 1.0),
+          "sampler": ("string", "prior")}
 
 
 def signature():
-    """Inputs: one float64 tensor (N, width); params: task, n, seed, temperature (with defaults)."""
+    """Inputs: one float64 tensor (N, width); params: task, n, seed, temperature, sampler (with defaults)."""
     from mlflow.models import ModelSignature
     from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
 
@@ -56,13 +59,15 @@ def signature():
 
 def input_example(latent_dim: int):
     """A request the served model answers: decode the prior's mean (and an example of `params`)."""
-    return np.zeros((1, latent_dim), np.float64), {"task": "decode", "n": 1, "seed": 0, "temperature": 1.0}
+    return np.zeros((1, latent_dim), np.float64), {"task": "decode", "n": 1, "seed": 0, "temperature": 1.0,
+                                                   "sampler": "prior"}
 
 
 def save_model(path, mlflow_model=None, *, pytorch_model, dequantize: str, **kwargs):
     """mlflow.pytorch.save_model, with this module as the python_function loader.
 
-    pytorch_model: a mnist_vae.model.VAE (saved as a copy that carries `dequantize`).
+    pytorch_model: a mnist_vae.model.VAE (saved as a copy that carries `dequantize`, and its fitted
+        samplers as `samplers`: the state samplers.load returns, or None).
     dequantize: the dequantize.mode it was trained with. Other keyword arguments go to
     mlflow.pytorch.save_model (defaults: this module's signature and input example, the package
     as code, pickle serialization, torch and pydantic as the pip requirements).
@@ -78,6 +83,7 @@ def save_model(path, mlflow_model=None, *, pytorch_model, dequantize: str, **kwa
         raise ValueError(f"unknown dequantize mode {dequantize!r}")
     model = copy.deepcopy(pytorch_model).cpu().eval()
     model.dequantize = dequantize
+    model.samplers, model.sampler_problem = getattr(pytorch_model, "samplers", None), None
     if mlflow_model is None:
         mlflow_model = Model()
     example, example_params = input_example(model.latent_dim)
@@ -139,7 +145,8 @@ class ServedVAE:
                 raise UserError(f"unknown task {task!r}; params.task is one of {', '.join(TASKS)}")
             x = np.asarray(data.to_numpy() if hasattr(data, "to_numpy") else data, dtype=np.float64)
             if task == "sample":
-                return inference.sample(self.model, int(params["n"]), int(params["seed"]), float(params["temperature"])).numpy()
+                return inference.sample(self.model, int(params["n"]), int(params["seed"]), float(params["temperature"]),
+                                        str(params["sampler"])).numpy()
             if task == "decode":
                 return inference.decode(self.model, x).numpy()
             pixels = self._pixels(x)

@@ -190,11 +190,16 @@ def log_model(run_id: str, checkpoint: Path, registered_name: str, dequantize: s
 
     The model is pickled by torch.save (MLflow's pytorch flavour) with this package's code beside it:
     loading it runs that code and unpickles, so it trusts the artifact store. The checkpoint logged
-    beside it (checkpoint/vae.pt) holds tensors only and loads with torch.load(weights_only=True)."""
-    from mnist_vae import serving
+    beside it (checkpoint/vae.pt) holds tensors only and loads with torch.load(weights_only=True).
+    The samplers fitted to the checkpoint (models/sampler.pt beside it, when there is one; refused if
+    fitted to another checkpoint) go inside the logged model, so it samples as the checkpoint does."""
+    from mnist_vae import samplers, serving
     from mnist_vae.model import load_checkpoint
 
-    serving.log_model(load_checkpoint(checkpoint), dequantize, registered_model_name=registered_name, run_id=run_id)
+    vae = load_checkpoint(checkpoint)
+    fitted = samplers.beside(checkpoint)
+    vae.samplers = samplers.load(fitted, checkpoint) if fitted.is_file() else None
+    serving.log_model(vae, dequantize, registered_model_name=registered_name, run_id=run_id)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,37 @@
+"""sampler: models/vae.pt and the training digits -> models/sampler.pt (latent densities fitted to the
+codes, with the checkpoint's digest) and metrics/sampler.json (the fit's timings and convergence)."""
+
+import time
+from pathlib import Path
+
+import torch
+
+from mnist_vae import samplers
+from mnist_vae.cli import run_stage
+from mnist_vae.io import load_npz, save_json, sha256_file
+from mnist_vae.model import load_checkpoint
+from mnist_vae.training import pick_device
+
+TRAIN, MODEL = Path("data/processed/train.npz"), Path("models/vae.pt")
+OUT, METRICS = Path("models/sampler.pt"), Path("metrics/sampler.json")
+
+
+def main(params):
+    start = time.perf_counter()
+    digest = sha256_file(MODEL)
+    model = load_checkpoint(MODEL, pick_device(params.train.device))
+    x = torch.from_numpy(load_npz(TRAIN, ("x",), "dequantize")["x"]).to(next(model.parameters()).device)
+    state, summary = samplers.fit(model, x, params.sampler, params.seed)
+    summary["stage_time"] = time.perf_counter() - start
+    save_json(METRICS, summary)
+    samplers.save(OUT, state, digest)
+    for name, s in summary["samplers"].items():
+        print(f"sampler: {name}: {s['components']} components on {summary['n_codes']} codes ({summary['fit_on']}), "
+              f"{'converged' if s['converged'] else 'NOT converged'} after {s['n_iter']} EM iterations, "
+              f"{s['fit_time']:.1f}s ({s['fit_cpu_time']:.1f}s of CPU); train-code log-density "
+              f"{s['train_code_log_density']:.2f} nats")
+    print(f"sampler: wrote {OUT} ({', '.join(state['samplers']) or 'no fitted samplers'}) in {summary['stage_time']:.1f}s")
+
+
+if __name__ == "__main__":
+    run_stage("sampler", main)
