@@ -47,6 +47,8 @@ def wanted(params, model, x, y):
 
     if p.samples_grid:
         yield "samples", figures.samples_grid(model, p.samples_grid, gen())
+    if model.config.prior == "vamp":
+        yield "pseudo_inputs", figures.pseudo_inputs(model)
     if p.interpolation_rows:
         yield "interpolation", figures.interpolations(model, x, p.interpolation_rows, p.interpolation_steps, gen())
     if p.reconstructions:

@@ -139,11 +139,22 @@ def test_sample_is_seeded_and_temperature_scales_the_prior():
     a, b = inference.sample(model, 5, seed=1), inference.sample(model, 5, seed=1)
     assert torch.equal(a, b) and not torch.equal(a, inference.sample(model, 5, seed=2))
     assert torch.equal(inference.sample(model, 2, temperature=0.0), inference.decode(model, torch.zeros(2, 3)))
-    z = inference.prior_draws(4000, 3, seed=0, temperature=0.5)
+    z = inference.prior_draws(model, 4000, seed=0, temperature=0.5)
     assert abs(z.std().item() - 0.5) < 0.02
     for n in (0, -1):
         with pytest.raises(UserError, match="at least 1"):
             inference.sample(model, n)
+
+
+def test_sample_draws_from_the_models_own_prior():
+    torch.manual_seed(0)
+    model = VAE(ModelParams(hidden_dims=[8], latent_dim=3, prior="vamp", vamp_components=4)).eval()
+    with torch.no_grad():
+        z = model.sample_prior(6, torch.Generator().manual_seed(3))
+    assert torch.equal(inference.prior_draws(model, 6, seed=3), z)
+    assert torch.equal(inference.sample(model, 6, seed=3), inference.decode(model, z))
+    with pytest.raises(UserError, match="prior is vamp"):
+        inference.sample(model, 2, temperature=0.5)
 
 
 def test_decode_checks_the_latent_length():

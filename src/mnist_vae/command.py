@@ -327,10 +327,10 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help_, description=help_, parents=[common], epilog=epilog,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
 
-    p = add("sample", "decode draws z ~ N(0, T² I) from the prior into images", "example: mnist-vae sample -n 64 --seed 0 -o samples.png")
+    p = add("sample", "decode draws z ~ p(z) from the model's prior (N(0, T² I) when standard) into images", "example: mnist-vae sample -n 64 --seed 0 -o samples.png")
     p.add_argument("-n", type=positive_int, default=64, help="how many samples (default 64)")
     p.add_argument("--seed", type=int, default=0, help="seed of the prior draws (default 0)")
-    p.add_argument("--temperature", type=float, default=1.0, help="scale T of the prior's standard deviation (default 1)")
+    p.add_argument("--temperature", type=float, default=1.0, help="scale T of the standard prior's standard deviation (default 1; a VampPrior takes only 1)")
     p.add_argument("-o", "--output", default="samples.png", help=".png grid or .npy (n, 784) means in [0, 1] (default samples.png)")
 
     p = add("reconstruct", "encode inputs and decode their encoder means", "example: mnist-vae reconstruct 0 1 2 my_seven.png -o recon.png")

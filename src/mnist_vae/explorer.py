@@ -2,7 +2,8 @@
 
 :func:`build` packs everything the page needs into the page itself: the decoder's layers with their
 weights (little-endian float32, base64), the test encodings' latent map, a small gallery of test digits
-with their encoder means, the units' KL and activity, and the model's key numbers. The page
+with their encoder means, the units' KL and activity, the prior (the VampPrior's K components' means and
+standard deviations, so "Random z" draws from the mixture), and the model's key numbers. The page
 (``explorer.html`` beside this module, plain HTML, CSS and JavaScript) decodes in the browser with the
 same arithmetic as PyTorch's float32 forward pass, so it needs no server, no library and no request of
 any kind: it works opened from disk, offline, or as an MLflow artifact.
@@ -132,6 +133,7 @@ def page_data(model, x_test: torch.Tensor, y_test: np.ndarray, seed: int, thresh
             "n_test": len(x), "test_nelbo": elbo["nelbo"], "test_rec": elbo["rec"], "test_kl": elbo["kl"],
             "active_units": int(active.sum()), "active_unit_threshold": threshold, "seed": seed,
         },
+        "prior": prior_data(model),
         "decoder": decoder_layers(model.decoder, model.latent_dim),
         "units": {
             "kl": kl.tolist(),
@@ -150,6 +152,16 @@ def page_data(model, x_test: torch.Tensor, y_test: np.ndarray, seed: int, thresh
             "mu": _f32(mu[gallery]),
         },
     }
+
+
+@torch.no_grad()
+def prior_data(model) -> dict:
+    """The model's prior as the page's "Random z" draws from it: N(0, I), or the VampPrior's K components
+    (means and standard deviations, fixed after training), one picked uniformly per draw."""
+    if model.config.prior == "standard":
+        return {"name": "standard"}
+    mu, logvar = model.prior_components()
+    return {"name": model.config.prior, "components": len(mu), "mu": _f32(mu), "std": _f32(torch.exp(0.5 * logvar))}
 
 
 def render(data: dict) -> str:

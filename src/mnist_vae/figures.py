@@ -110,11 +110,32 @@ def _centres(count: int, offset: float = 0.0, pad: int = PAD) -> list[float]:
 
 @torch.no_grad()
 def samples_grid(model, n: int, generator: torch.Generator) -> Figure:
-    """n x n decoder means of z ~ N(0, I) (the notebook's generate_images_vae)."""
+    """n x n decoder means of z ~ p(z), the model's prior (the notebook's generate_images_vae)."""
     _check_count("n", n)
     images = model.sample(n * n, generator).cpu().reshape(n, n, -1)
     fig, ax = _grid_figure(tile(images), 0.3, 0.6, min_w=3.6, max_w=10.0)
-    ax.set_title("Samples from the prior z ~ N(0, I)")
+    ax.set_title("Samples from the prior " + prior_name(model))
+    return fig
+
+
+def prior_name(model) -> str:
+    """The model's prior as a figure title says it."""
+    if model.config.prior == "vamp":
+        return f"z ~ VampPrior (K = {model.config.vamp_components})"
+    return "z ~ N(0, I)"
+
+
+@torch.no_grad()
+def pseudo_inputs(model, columns: int = 25, max_images: int = 500) -> Figure:
+    """The VampPrior's learned pseudo-inputs u_k (the first `max_images`), as images in [0, 1]
+    (Tomczak & Welling 2018, their figure of pseudo-inputs)."""
+    _check_count("columns", columns)
+    u = model.pseudo_input_images().cpu()[:max_images]
+    rows = math.ceil(len(u) / columns)
+    images = np.full((rows * columns, u.shape[1]), np.nan, np.float32)
+    images[:len(u)] = u.numpy()
+    fig, ax = _grid_figure(tile(images.reshape(rows, columns, -1)), 0.3, 0.6, min_w=3.6)
+    ax.set_title(f"The VampPrior's pseudo-inputs ({len(u)} of {model.config.vamp_components})")
     return fig
 
 
@@ -140,14 +161,14 @@ class Interpolations:
 
 @torch.no_grad()
 def interpolation_paths(model, x_test, rows: int, steps: int, generator: torch.Generator) -> Interpolations:
-    """Decoded latent paths: ceil(rows/2) between z1, z2 ~ N(0, I), the rest between mu(x_a) and mu(x_b).
+    """Decoded latent paths: ceil(rows/2) between z1, z2 ~ p(z), the rest between mu(x_a) and mu(x_b).
 
     Randomness, in order: z1 (n_prior x d), z2 (n_prior x d), then a permutation picking the test digits.
     """
     _check_count("rows", rows)
     n_prior, n_data = math.ceil(rows / 2), rows - math.ceil(rows / 2)
     device = next(model.parameters()).device
-    z1, z2 = (torch.randn(n_prior, model.latent_dim, generator=generator).to(device) for _ in range(2))
+    z1, z2 = (model.sample_prior(n_prior, generator).to(device) for _ in range(2))
     if n_data * 2 > len(x_test):
         raise ValueError(f"{rows} interpolation rows need {2 * n_data} test digits, got {len(x_test)}")
     pairs = torch.randperm(len(x_test), generator=generator)[:2 * n_data].reshape(n_data, 2)
@@ -231,14 +252,15 @@ def training_curves(history: list[dict]) -> Figure:
 def reparameterization(model, x_test, generator: torch.Generator, n: int = 1000) -> Figure:
     """The notebook's histograms of the reparameterization trick, from the trained encoder on n test digits.
 
-    Randomness, in order: the prior samples (as many as mu has entries), then eps.
+    Randomness, in order: the prior samples (len(mu) draws of model.sample_prior), then eps.
     """
     _check_count("n", n)
     mu, logvar = (t.cpu() for t in model.encode(_tensor(x_test[:n], model)))
-    prior = torch.randn(mu.numel(), generator=generator)
+    prior = model.sample_prior(len(mu), generator).cpu()
     sigma = torch.exp(0.5 * logvar)
     z = mu + sigma * torch.randn(mu.shape, generator=generator)
-    panels = [(prior, "blue", "Prior p(z) ~ N(0,1)", "z"), (mu, "orange", "Encoder Mean μ", "μ"),
+    prior_title = "Prior p(z) ~ N(0,1)" if model.config.prior == "standard" else "Prior p(z): VampPrior"
+    panels = [(prior, "blue", prior_title, "z"), (mu, "orange", "Encoder Mean μ", "μ"),
               (sigma, "green", "Encoder Std σ", "σ"), (z, "red", "Samples z = μ + σε", "z")]
     fig = _figure(15.0, 4.0)
     for k, (values, color, title, xlabel) in enumerate(panels):

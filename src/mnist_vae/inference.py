@@ -281,20 +281,27 @@ def _inputs(model, x) -> torch.Tensor:
     return x.to(_device(model))
 
 
-def prior_draws(n: int, latent_dim: int, seed: int = 0, temperature: float = 1.0) -> torch.Tensor:
-    """(n, latent_dim) draws of N(0, temperature^2 I) from a CPU generator seeded with `seed`."""
+@torch.no_grad()
+def prior_draws(model, n: int, seed: int = 0, temperature: float = 1.0) -> torch.Tensor:
+    """(n, latent_dim) draws z ~ p(z) of the model's prior from a CPU generator seeded with `seed`, on the
+    CPU; for the standard prior N(0, I) scaled by `temperature` (N(0, temperature^2 I)). The VampPrior has
+    no temperature: anything but 1 is refused."""
     if n < 1:
         raise UserError(f"the number of samples must be at least 1, got {n}")
     if not (temperature >= 0 and math.isfinite(temperature)):
         raise UserError(f"the temperature must be a finite number >= 0, got {temperature}")
+    if temperature != 1 and model.config.prior != "standard":
+        raise UserError(f"the temperature scales the standard prior N(0, I); this model's prior is "
+                        f"{model.config.prior}: leave the temperature at 1")
     g = torch.Generator().manual_seed(int(seed))
-    return temperature * torch.randn(n, latent_dim, generator=g)
+    return temperature * model.sample_prior(n, g).float().cpu()
 
 
 @torch.no_grad()
 def sample(model, n: int, seed: int = 0, temperature: float = 1.0) -> torch.Tensor:
-    """n decoder means E[x|z] of z ~ N(0, temperature^2 I): (n, 784) float32 in [0, 1] on the CPU."""
-    return decode(model, prior_draws(n, model.latent_dim, seed, temperature))
+    """n decoder means E[x|z] of z ~ p(z), the model's prior (N(0, temperature^2 I) for the standard one):
+    (n, 784) float32 in [0, 1] on the CPU."""
+    return decode(model, prior_draws(model, n, seed, temperature))
 
 
 @torch.no_grad()
@@ -377,6 +384,8 @@ def describe(model) -> dict[str, Any]:
         "model": origin.uri,
         "kind": origin.kind,
         "config": model.config.model_dump(),
+        "prior": model.config.prior if model.config.prior == "standard"
+        else f"{model.config.prior} ({model.config.vamp_components} pseudo-inputs)",
         "n_parameters": sum(p.numel() for p in model.parameters()),
         "dequantize": {"mode": model.dequantize, "from": origin.dequantize_from},
     }

@@ -213,7 +213,7 @@ def reference(classifier, train_pixels: np.ndarray, f_test: torch.Tensor, p) -> 
 
 
 def generate(model, n: int, mode: str, generator: torch.Generator) -> torch.Tensor:
-    """n prior samples as classifier inputs: decoder means of z ~ N(0, I), on the pixel / 255 scale."""
+    """n prior samples as classifier inputs: decoder means of z ~ p(z) (the model's prior), on the pixel / 255 scale."""
     return to_pixel_scale(model.sample(n, generator).cpu().float(), mode)
 
 

@@ -14,7 +14,8 @@ A request to ``/invocations`` is ``{"inputs": [[...], ...], "params": {"task": .
 task         inputs (a 2-D array of numbers)          answer ``predictions``
 ===========  ======================================  ==========================================
 sample       ignored (send ``[[0]]``); ``params.n``   (n, 784) decoder means in [0, 1] of
-             images, ``seed``, ``temperature``        z ~ N(0, temperature² I) drawn with `seed`
+             images, ``seed``, ``temperature``        z ~ p(z), the model's prior (N(0, temperature² I)
+                                                      when standard), drawn with `seed`
 encode       (N, 784) pixels, whole numbers 0..255    ``{"mu": (N, d), "logvar": (N, d)}``
 decode       (N, d) latent vectors                    (N, 784) decoder means in [0, 1]
 reconstruct  (N, 784) pixels, whole numbers 0..255    (N, 784) means decoded from mu(x)
