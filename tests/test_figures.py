@@ -91,7 +91,7 @@ def test_the_vampprior_figures_show_its_samples_and_its_pseudo_inputs():
     assert canvas.shape == (4 * 28 + 3 * 2, 8 * 28 + 7 * 2)  # 30 images in 4 rows of 8, two blank
     torch.testing.assert_close(cell(canvas, 0, 3), torch.linspace(-1, 2, 784).clamp(0, 1))
     torch.testing.assert_close(cell(canvas, 3, 5), model.pseudo_input_images()[29].detach())
-    assert np.isnan(cell(canvas, 3, 6)).all()
+    assert torch.isnan(cell(canvas, 3, 6)).all()
     assert shown(figures.pseudo_inputs(model, columns=5, max_images=10).axes[0]).shape == (2 * 28 + 2, 5 * 28 + 4 * 2)
 
 
