@@ -149,7 +149,10 @@ def test_components_used_counts_the_components_nearest_to_some_code():
     logvar = torch.tensor([[4.0, 4.0], [-2.0, -2.0], [-2.0, -2.0], [-2.0, -2.0]])
     model.prior_components = lambda: (centres, logvar)
     codes = torch.tensor([[5.1, 0.1], [4.9, -0.1], [0.1, 5.0], [2.0, 2.0]])
-    assert evaluation.components_used(model, codes) == 3  # components 1, 2 and the wide 0 (for (2, 2))
+    # (2, 2) is nearer the narrow components' centres than most of the wide one's mass, yet the wide one
+    # is the likelier
+    assert evaluation.most_likely_components(model, codes).tolist() == [1, 1, 2, 0]
+    assert evaluation.components_used(model, codes) == 3
     assert evaluation.components_used(model, codes[:2]) == 1
 
 

@@ -74,6 +74,9 @@ def pages(tmp_path_factory):
         explorer.write(path, model, x, y, seed=0, threshold=0.01)
         out[arch] = (model, path)
     model = make_model("mlp", prior="vamp", vamp_components=5)
+    with torch.no_grad():  # five components apart from each other: five different digits, narrow posteriors
+        model.pseudo_inputs.copy_(x[:5])
+        model.fc_mu_logvar.bias[model.latent_dim:] -= 6
     explorer.write(folder / "vamp.html", model, x, y, seed=0, threshold=0.01)
     out["vamp"] = (model, folder / "vamp.html")
     return out
@@ -290,6 +293,7 @@ def test_random_draws_from_the_vampprior_components(browser, pages):
         z = torch.from_numpy(assert_decodes_like_pytorch(browser, model))
         k = int(browser.find_element("id", "source").text.rsplit(" ", 1)[1]) - 1  # "..., component k"
         assert ((z - mu[k]).abs() < 6 * std[k]).all()  # a draw of that component, N(mu_k, std_k^2)
+        assert evaluation.most_likely_components(model, z[None]).item() == k  # and of no other
     assert explorer.page_data(*pages["mlp"][:1], *fixture_digits(), seed=0, threshold=0.01)["prior"] == \
         {"name": "standard"}
 

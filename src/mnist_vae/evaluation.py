@@ -112,14 +112,17 @@ def mutual_information(mu: torch.Tensor, logvar: torch.Tensor, max_elements: int
 
 
 @torch.no_grad()
-def components_used(model, mu: torch.Tensor) -> int:
-    """How many of the VampPrior's K components are the most likely one, argmax_k q(mu_i | u_k), for at
-    least one of the codes mu (N, d)."""
+def most_likely_components(model, mu: torch.Tensor) -> torch.Tensor:
+    """For each code mu_i (rows of (N, d)), the VampPrior component most likely to have drawn it:
+    argmax_k q(mu_i | u_k) (the components have equal weights)."""
     comp_mu, comp_logvar = model.prior_components()
-    k = len(comp_mu)
-    nearest = [objectives.component_log_densities(zb, comp_mu, comp_logvar).argmax(-1)
-               for zb in objectives.mixture_blocks(mu.to(comp_mu.device, comp_mu.dtype), k)]
-    return len(torch.cat(nearest).unique())
+    blocks = objectives.mixture_blocks(mu.to(comp_mu.device, comp_mu.dtype), len(comp_mu))
+    return torch.cat([objectives.component_log_densities(zb, comp_mu, comp_logvar).argmax(-1) for zb in blocks])
+
+
+def components_used(model, mu: torch.Tensor) -> int:
+    """How many of the VampPrior's K components are the most likely one for at least one of the codes mu."""
+    return len(most_likely_components(model, mu).unique())
 
 
 @torch.no_grad()
