@@ -54,6 +54,8 @@ def wanted(params, model, x, y):
             yield f"samples_{name}", figures.samples_grid(model, p.samples_grid, gen(), name)
             yield f"samples_prior_vs_{name}", figures.samplers_side_by_side(model, p.samples_grid, seed,
                                                                             [samplers.PRIOR, name])
+    if model.config.prior == "vamp":
+        yield "pseudo_inputs", figures.pseudo_inputs(model)
     if p.interpolation_rows:
         yield "interpolation", figures.interpolations(model, x, p.interpolation_rows, p.interpolation_steps, gen())
     if p.reconstructions:

@@ -111,6 +111,23 @@ def test_sample_takes_the_fitted_sampler_and_says_when_the_model_has_none(projec
     assert np.array_equal(np.load(project / "p.npy"), inference.sample(vae, 5, seed=2).numpy())
 
 
+def test_a_vampprior_checkpoint_samples_from_its_prior_and_info_names_it(project, cli, capsys):
+    from mnist_vae.model import VAE, save_checkpoint
+    from mnist_vae.params import ModelParams
+
+    torch.manual_seed(0)
+    vamp = VAE(ModelParams(hidden_dims=[16], latent_dim=4, prior="vamp", vamp_components=6)).eval()
+    save_checkpoint(project / "models" / "vae.pt", vamp)
+    cli("sample", "-n", 5, "--seed", 2, "-o", "s.npy")
+    with torch.no_grad():
+        expected = vamp.mean(vamp.decode(vamp.sample_prior(5, torch.Generator().manual_seed(2))))
+    assert np.array_equal(np.load(project / "s.npy"), expected.numpy())
+    info = json.loads(cli("info"))
+    assert info["prior"] == "vamp (6 pseudo-inputs)" and info["config"]["vamp_components"] == 6
+    code = command.main(["sample", "-n", "2", "--temperature", "0.7", "-o", "t.npy"])
+    assert code != 0 and "prior is vamp" in capsys.readouterr().err and not (project / "t.npy").exists()
+
+
 def test_reconstruct_and_encode_take_test_indices_and_image_files(project, vae, test_x, cli):
     mine = a_digit_file(project)
     pixels, _ = read_digit(mine)

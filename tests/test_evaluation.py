@@ -139,3 +139,34 @@ def test_evaluate_reports_everything_and_flags_unnormalised_bernoulli():
     assert cb["likelihood"]["normalised"] and "bpd" in cb["test"]
     binary = evaluation.evaluate(model, torch.bernoulli(x), x[:0], p, "bernoulli", "binarize")
     assert binary["likelihood"]["normalised"] and "bpd" not in binary["test"]
+
+
+def test_components_used_counts_the_components_nearest_to_some_code():
+    torch.manual_seed(0)
+    model = VAE(ModelParams(hidden_dims=[16], latent_dim=2, prior="vamp", vamp_components=4)).eval()
+    centres = torch.tensor([[0.0, 0.0], [5.0, 0.0], [0.0, 5.0], [5.0, 5.0]])
+    # a wide component at the origin and three narrow ones: "most likely" weighs the variances too
+    logvar = torch.tensor([[4.0, 4.0], [-2.0, -2.0], [-2.0, -2.0], [-2.0, -2.0]])
+    model.prior_components = lambda: (centres, logvar)
+    codes = torch.tensor([[5.1, 0.1], [4.9, -0.1], [0.1, 5.0], [2.0, 2.0]])
+    # (2, 2) is nearer the narrow components' centres than most of the wide one's mass, yet the wide one
+    # is the likelier
+    assert evaluation.most_likely_components(model, codes).tolist() == [1, 1, 2, 0]
+    assert evaluation.components_used(model, codes) == 3
+    assert evaluation.components_used(model, codes[:2]) == 1
+
+
+def test_evaluate_under_the_vampprior_reports_the_mixture_kl_and_the_components_used():
+    torch.manual_seed(0)
+    model = VAE(ModelParams(hidden_dims=[32], latent_dim=4, prior="vamp", vamp_components=7)).eval()
+    x = torch.rand(60, 784)
+    p = EvaluateParams(iw_samples=5, batch_size=25, mi_examples=30)
+    out = evaluation.evaluate(model, x, x[:20], p, "bernoulli", "notebook")
+    assert out["prior"] == "vamp"
+    vamp = out["vamp"]
+    assert vamp["components"] == 7 and 1 <= vamp["components_used"] <= 7
+    assert vamp["kl_to_mixture"] == out["test"]["kl"]
+    assert vamp["kl_to_standard_normal"] == pytest.approx(sum(out["posterior"]["kl_per_dim"]), abs=1e-3)
+    assert out["test"]["iw_nll"] <= out["test"]["nelbo"]
+    assert "vamp" not in evaluation.evaluate(VAE(ModelParams(hidden_dims=[32], latent_dim=4)).eval(), x, x[:0], p,
+                                             "bernoulli", "notebook")

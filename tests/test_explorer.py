@@ -43,12 +43,12 @@ def fixture_digits(n: int = 300):
         return torch.from_numpy(x), f["y_test"][:n]
 
 
-def make_model(architecture: str) -> VAE:
+def make_model(architecture: str, **prior) -> VAE:
     """A random-initialised VAE made to look like a trained one where the page's checks need it: half the
     units' encoder means vary over the data (active), the rest do not, and the logits span about +-8."""
     if architecture == "mlp":
         config = ModelParams(architecture="mlp", hidden_dims=[400, 400], latent_dim=12, activation="relu",
-                             likelihood="bernoulli")
+                             likelihood="bernoulli", **prior)
     else:
         config = ModelParams(architecture="conv", hidden_dims=[128], conv_channels=[16, 32], latent_dim=2,
                              activation="tanh", likelihood="continuous_bernoulli")
@@ -75,6 +75,12 @@ def pages(tmp_path_factory):
         path = folder / f"{arch}.html"
         explorer.write(path, model, x, y, seed=0, threshold=0.01)
         out[arch] = (model, path)
+    model = make_model("mlp", prior="vamp", vamp_components=5)
+    with torch.no_grad():  # five components apart from each other: five different digits, narrow posteriors
+        model.pseudo_inputs.copy_(x[:5])
+        model.fc_mu_logvar.bias[model.latent_dim:] -= 6
+    explorer.write(folder / "vamp.html", model, x, y, seed=0, threshold=0.01)
+    out["vamp"] = (model, folder / "vamp.html")
     return out
 
 
@@ -304,6 +310,26 @@ def test_the_fitted_sampler_button_draws_from_the_models_mixture(browser, pages)
 def test_without_a_fitted_sampler_the_button_is_hidden(browser, pages):
     open_page(browser, pages["conv"][1])
     assert not browser.find_element("id", "fitted").is_displayed()
+
+
+def test_random_draws_from_the_vampprior_components(browser, pages):
+    model, path = pages["vamp"]
+    with torch.no_grad():
+        mu, logvar = model.prior_components()
+    std = torch.exp(0.5 * logvar)
+    data = explorer.page_data(model, *fixture_digits(), seed=0, threshold=0.01)["prior"]
+    assert data["name"] == "vamp" and data["components"] == 5
+    np.testing.assert_array_equal(floats(data["mu"]), mu.numpy().ravel())
+    open_page(browser, path)
+    assert browser.find_element("id", "random").text == "Random z ~ VampPrior (K = 5)"
+    for _ in range(5):
+        browser.find_element("id", "random").click()
+        z = torch.from_numpy(assert_decodes_like_pytorch(browser, model))
+        k = int(browser.find_element("id", "source").text.rsplit(" ", 1)[1]) - 1  # "..., component k"
+        assert ((z - mu[k]).abs() < 6 * std[k]).all()  # a draw of that component, N(mu_k, std_k^2)
+        assert evaluation.most_likely_components(model, z[None]).item() == k  # and of no other
+    assert explorer.page_data(*pages["mlp"][:1], *fixture_digits(), seed=0, threshold=0.01)["prior"] == \
+        {"name": "standard"}
 
 
 def _map_offset(browser, dx: float, dy: float):

@@ -68,7 +68,7 @@ def test_samples_grid_shows_the_model_samples(vae2):
     fig = figures.samples_grid(vae2, 4, gen())
     assert isinstance(fig, Figure) and len(fig.axes) == 1
     ax = fig.axes[0]
-    assert ax.get_title() == "Samples from the prior z ~ p(z)"
+    assert ax.get_title() == "Samples from the prior z ~ N(0, I)"
     canvas = shown(ax)
     assert canvas.shape == (4 * 28 + 3 * 2, 4 * 28 + 3 * 2)
     expected = vae2.sample(16, gen())
@@ -95,10 +95,28 @@ def test_a_samplers_grid_and_the_side_by_side_draw_from_each_sampler_on_one_seed
     torch.testing.assert_close(cell(shown(fig.axes[0]), 2, 1), model.mean(model.decode(z))[7].detach())
     both = figures.samplers_side_by_side(model, 3, 5, ["prior", "gmm"])
     left, right = (shown(ax) for ax in both.axes)
-    assert [ax.get_title() for ax in both.axes] == ["the prior z ~ p(z)", "the fitted sampler 'gmm'"]
+    assert [ax.get_title() for ax in both.axes] == ["the prior z ~ N(0, I)", "the fitted sampler 'gmm'"]
     np.testing.assert_array_equal(left, shown(figures.samples_grid(model, 3, gen(5)).axes[0]))
     np.testing.assert_array_equal(right, shown(figures.samples_grid(model, 3, gen(5), "gmm").axes[0]))
     assert not np.array_equal(left, right)
+
+
+def test_the_vampprior_figures_show_its_samples_and_its_pseudo_inputs():
+    torch.manual_seed(0)
+    model = VAE(ModelParams(hidden_dims=[32], latent_dim=3, prior="vamp", vamp_components=30)).eval()
+    with torch.no_grad():
+        model.pseudo_inputs[3] = torch.linspace(-1, 2, 784)  # through hardtanh: clipped to [0, 1]
+    fig = figures.samples_grid(model, 3, gen())
+    assert fig.axes[0].get_title() == "Samples from the prior z ~ VampPrior (K = 30)"
+    torch.testing.assert_close(cell(shown(fig.axes[0]), 1, 2), model.sample(9, gen())[5])
+    fig = figures.pseudo_inputs(model, columns=8)
+    assert fig.axes[0].get_title() == "The VampPrior's pseudo-inputs (30 of 30)"
+    canvas = shown(fig.axes[0])
+    assert canvas.shape == (4 * 28 + 3 * 2, 8 * 28 + 7 * 2)  # 30 images in 4 rows of 8, two blank
+    torch.testing.assert_close(cell(canvas, 0, 3), torch.linspace(-1, 2, 784).clamp(0, 1))
+    torch.testing.assert_close(cell(canvas, 3, 5), model.pseudo_input_images()[29].detach())
+    assert torch.isnan(cell(canvas, 3, 6)).all()
+    assert shown(figures.pseudo_inputs(model, columns=5, max_images=10).axes[0]).shape == (2 * 28 + 2, 5 * 28 + 4 * 2)
 
 
 def test_interpolate_is_exact_at_the_ends_and_linear():

@@ -149,6 +149,17 @@ def test_sample_is_seeded_and_temperature_scales_the_prior():
             inference.sample(model, n)
 
 
+def test_sample_draws_from_the_models_own_prior():
+    torch.manual_seed(0)
+    model = VAE(ModelParams(hidden_dims=[8], latent_dim=3, prior="vamp", vamp_components=4)).eval()
+    with torch.no_grad():
+        z = model.sample_prior(6, torch.Generator().manual_seed(3))
+    assert torch.equal(inference.prior_draws(model, 6, seed=3), z)
+    assert torch.equal(inference.sample(model, 6, seed=3), inference.decode(model, z))
+    with pytest.raises(UserError, match="prior is vamp"):
+        inference.sample(model, 2, temperature=0.5)
+
+
 def test_decode_checks_the_latent_length():
     model = constant_posterior([0.0] * 3, [0.0] * 3)
     assert inference.decode(model, [0.0, 1.0, 2.0]).shape == (1, 784)

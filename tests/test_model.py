@@ -104,3 +104,92 @@ def test_the_model_owns_its_prior_a_seeded_standard_normal_and_its_log_density()
     torch.testing.assert_close(model.log_prior(point), want)
     torch.testing.assert_close(model.sample(4, torch.Generator().manual_seed(1)),
                                model.mean(model.decode(model.sample_prior(4, torch.Generator().manual_seed(1)))))
+
+
+# ---------------------------------------------------------------- the prior: N(0, I) or the VampPrior
+
+
+def vamp(k=3, latent_dim=2, seed=0) -> VAE:
+    torch.manual_seed(seed)
+    return VAE(ModelParams(hidden_dims=[16], latent_dim=latent_dim, prior="vamp", vamp_components=k)).eval()
+
+
+def test_standard_prior_draws_and_density_are_n01():
+    torch.manual_seed(0)
+    model = VAE(ModelParams(hidden_dims=[16], latent_dim=3))
+    # the very draws the model made before it owned its prior: randn(n, d) from the generator
+    z = model.sample_prior(5, torch.Generator().manual_seed(4))
+    assert torch.equal(z, torch.randn(5, 3, generator=torch.Generator().manual_seed(4)))
+    expected = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
+    torch.testing.assert_close(model.log_prior(z), expected)
+    assert not hasattr(model, "pseudo_inputs")
+
+
+def test_vamp_pseudo_inputs_are_parameters_in_0_1_initialised_as_the_paper():
+    model = vamp(k=50, latent_dim=4)
+    assert any(p is model.pseudo_inputs for p in model.parameters()) and model.pseudo_inputs.shape == (50, 784)
+    u = model.pseudo_input_images()
+    # N(0.05, 0.01^2) per pixel, through hardtanh(0, 1)
+    assert abs(u.mean().item() - 0.05) < 1e-3 and abs(u.std().item() - 0.01) < 1e-3
+    with torch.no_grad():
+        model.pseudo_inputs[0] = 5.0
+        model.pseudo_inputs[1] = -5.0
+    u = model.pseudo_input_images()
+    assert u[0].eq(1).all() and u[1].eq(0).all()
+    mu, logvar = model.prior_components()
+    torch.testing.assert_close((mu, logvar), model.encode(u))
+    # the other weights are those of a standard model of the same seed (the pseudo-inputs are drawn last)
+    torch.manual_seed(0)
+    standard = VAE(ModelParams(hidden_dims=[16], latent_dim=4))
+    assert torch.equal(standard.fc_mu_logvar.weight, model.fc_mu_logvar.weight)
+
+
+def test_vamp_log_prior_is_the_mixture_of_the_components():
+    model = vamp(k=3)
+    z = torch.randn(7, 2)
+    mu, logvar = model.prior_components()
+    direct = torch.stack([torch.distributions.Normal(mu[k], torch.exp(0.5 * logvar[k])).log_prob(z).sum(-1)
+                          for k in range(3)]).exp().mean(0).log()
+    torch.testing.assert_close(model.log_prior(z), direct)
+    assert model.log_prior(z.reshape(7, 1, 2)).shape == (7, 1)  # leading dimensions are kept
+
+
+def test_vamp_draws_each_component_at_its_share_and_a_seed_repeats_them():
+    model = vamp(k=4)
+    # four components far apart and narrow (sigma = exp(-5)), so each draw's component is plain to see
+    mu = torch.tensor([[0.0, 0.0], [100.0, 0.0], [200.0, 0.0], [300.0, 0.0]])
+    logvar = torch.full((4, 2), -10.0)
+    model.prior_components = lambda: (mu, logvar)
+    n = 40000
+    with torch.no_grad():
+        z = model.sample_prior(n, torch.Generator().manual_seed(0))
+    component = (z[:, 0:1] - mu[:, 0]).abs().argmin(1)
+    shares = torch.bincount(component, minlength=4) / n
+    # each 1/4 within 5 standard errors sqrt(p (1 - p) / n)
+    assert ((shares - 0.25).abs() < 5 * (0.25 * 0.75 / n) ** 0.5).all()
+    # within a component the draws are N(mu_k, sigma_k^2): here sigma = exp(-5)
+    spread = z[component == 2, 0] - mu[2, 0]
+    assert abs(spread.std().item() - torch.exp(torch.tensor(-5.0)).item()) < 2e-4
+    with torch.no_grad():
+        again = model.sample_prior(n, torch.Generator().manual_seed(0))
+        other = model.sample_prior(n, torch.Generator().manual_seed(1))
+    assert torch.equal(z, again) and not torch.equal(z, other)
+
+
+def test_vamp_checkpoint_loads_with_its_prior_and_an_old_one_as_standard(tmp_path):
+    model = vamp(k=5)
+    save_checkpoint(tmp_path / "vae.pt", model)
+    loaded = load_checkpoint(tmp_path / "vae.pt")
+    assert loaded.config.prior == "vamp" and loaded.config.vamp_components == 5
+    assert torch.equal(loaded.pseudo_inputs, model.pseudo_inputs)
+    with torch.no_grad():
+        g = lambda: torch.Generator().manual_seed(2)  # noqa: E731
+        assert torch.equal(loaded.sample_prior(6, g()), model.sample_prior(6, g()))
+    # a checkpoint from before the prior existed: no prior fields in its config
+    torch.manual_seed(0)
+    old = VAE(ModelParams(hidden_dims=[16], latent_dim=2))
+    save_checkpoint(tmp_path / "old.pt", old)
+    raw = torch.load(tmp_path / "old.pt", weights_only=True)
+    del raw["config"]["prior"], raw["config"]["vamp_components"]
+    torch.save(raw, tmp_path / "old.pt")
+    assert load_checkpoint(tmp_path / "old.pt").config.prior == "standard"

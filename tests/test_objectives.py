@@ -9,6 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mnist_vae import objectives
+from mnist_vae.model import VAE
 from mnist_vae.params import ModelParams
 
 
@@ -143,6 +144,9 @@ class LinearGaussianVAE(nn.Module):
     The encoder is linear: q(z|x) = N(A (x - b), diag(exp(logvar))). With A and logvar set from the exact
     posterior (which is Gaussian here), q is the true posterior up to its off-diagonal covariance."""
 
+    config = ModelParams()  # the standard prior
+    reparameterize = staticmethod(VAE.reparameterize)
+
     def __init__(self, W, b, s):
         super().__init__()
         self.W, self.b, self.s = W, b, s
@@ -238,3 +242,64 @@ def test_iwae_bound_is_log_mean_exp():
     expected = torch.tensor([math.log(2.0), -1000.0 + math.log((1 + math.exp(-1)) / 2)])
     torch.testing.assert_close(objectives.iwae_bound(log_w), expected)
     assert np.isfinite(objectives.iwae_bound(log_w).numpy()).all()
+
+
+# ---------------------------------------------------------------- the VampPrior's mixture
+
+
+def test_mixture_log_density_equals_the_direct_sum_and_ignores_the_block_size(monkeypatch):
+    g = torch.Generator().manual_seed(0)
+    mu = torch.randn(3, 2, generator=g, dtype=torch.float64)
+    logvar = torch.randn(3, 2, generator=g, dtype=torch.float64)
+    z = torch.randn(5, 2, generator=g, dtype=torch.float64)
+    # by hand: (1/K) sum_k prod_j N(z_j; mu_kj, sigma_kj^2)
+    direct = torch.zeros(5, dtype=torch.float64)
+    for k in range(3):
+        var = logvar[k].exp()
+        direct += torch.prod(torch.exp(-(z - mu[k]) ** 2 / (2 * var)) / torch.sqrt(2 * math.pi * var), dim=-1) / 3
+    ours = objectives.mixture_log_density(z, mu, logvar)
+    torch.testing.assert_close(ours, direct.log(), rtol=0, atol=1e-12)
+    monkeypatch.setattr(objectives, "MIXTURE_BLOCK", 1)  # one row per block
+    torch.testing.assert_close(objectives.mixture_log_density(z, mu, logvar), ours, rtol=0, atol=0)
+    # one component is that Gaussian itself
+    torch.testing.assert_close(objectives.mixture_log_density(z, mu[:1], logvar[:1]),
+                               objectives.gaussian_log_density(z, mu[0], logvar[0]))
+
+
+def test_mixture_log_density_is_finite_far_from_every_component():
+    mu, logvar = torch.zeros(4, 3), torch.full((4, 3), -6.0)  # narrow components at the origin
+    mu[1:, 0] = torch.tensor([1.0, 2.0, 3.0])
+    z = torch.tensor([[1e3, -1e3, 1e3], [50.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    log_p = objectives.mixture_log_density(z, mu, logvar)
+    assert torch.isfinite(log_p).all()  # each component's density underflows to 0 far away; log-sum-exp does not
+    # far away the nearest component dominates: log p = log N(z; nearest) - log K
+    nearest = objectives.gaussian_log_density(z[1], mu[3], logvar[3]) - math.log(4)
+    torch.testing.assert_close(log_p[1], nearest)
+    z.requires_grad_(True)
+    objectives.mixture_log_density(z, mu, logvar).sum().backward()
+    assert torch.isfinite(z.grad).all()
+
+
+def test_vamp_objective_with_one_standard_normal_component_is_the_standard_one():
+    """K = 1 with q(z | u_1) forced to N(0, I): the Monte Carlo KL log q(z|x) - log p(z) averages to the
+    closed-form KL of the standard prior, and the reconstruction term is the same draw for draw."""
+    torch.manual_seed(0)
+    standard = VAE(ModelParams(hidden_dims=[16], latent_dim=3)).eval()
+    torch.manual_seed(0)
+    vamp = VAE(ModelParams(hidden_dims=[16], latent_dim=3, prior="vamp", vamp_components=1)).eval()
+    vamp.prior_components = lambda: (torch.zeros(1, 3), torch.zeros(1, 3))
+    x = torch.rand(4, 784).repeat(20000, 1)
+    with torch.no_grad():
+        rec_s, kl_s = objectives.negative_elbo(standard, x, torch.Generator().manual_seed(1))
+        rec_v, kl_v = objectives.negative_elbo(vamp, x, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(rec_v, rec_s)  # same weights, same z
+    kl_v, kl_s = kl_v.view(20000, 4), kl_s.view(20000, 4)[0]
+    se = kl_v.std(0) / math.sqrt(20000)
+    assert ((kl_v.mean(0) - kl_s).abs() < 4 * se).all()
+    assert (kl_v.std(0) > 0).all()  # a Monte Carlo estimate, not the closed form again
+    # the importance weights too: with p = N(0, I) log w is the standard model's, up to rounding
+    eps = torch.randn(5, 4, 3)
+    with torch.no_grad():
+        w_s, _, _ = objectives.log_importance_weights(standard, x[:4], 5, eps)
+        w_v, _, _ = objectives.log_importance_weights(vamp, x[:4], 5, eps)
+    torch.testing.assert_close(w_v, w_s, rtol=1e-5, atol=1e-4)

@@ -112,6 +112,23 @@ def test_cross_field_rules(tmp_path):
     assert load_params(write_params(tmp_path, "train:\n  objective: iwae\n  iw_samples: 5\n")).train.iw_samples == 5
 
 
+def test_vamp_components_are_bounded_and_checked_against_memory(tmp_path):
+    message = load_error(tmp_path, "model:\n  prior: vamp\n  vamp_components: 0\n")
+    assert "model.vamp_components" in message and "greater than 0" in message
+    message = load_error(tmp_path, "model:\n  prior: vamp\n  vamp_components: 20000\n")
+    assert "model.vamp_components" in message and "10000" in message
+    # K x batch x iw_samples x latent_dim: 1000 x 128 x 20 x 20 = 51.2 M entries of log p(z) per step
+    message = load_error(tmp_path, "model:\n  prior: vamp\n  vamp_components: 1000\n"
+                                   "train:\n  objective: iwae\n  iw_samples: 20\n")
+    assert "vamp_components" in message and "51200000" in message and "lower one" in message
+    assert load_params(write_params(tmp_path, "model:\n  prior: vamp\n")).model.vamp_components == 500
+    message = load_error(tmp_path, "model:\n  prior: vampprior\n")
+    assert "model.prior" in message and "'standard'" in message and "'vamp'" in message
+    # the standard prior ignores the component count
+    assert load_params(write_params(tmp_path, "model:\n  vamp_components: 1000\n"
+                                              "train:\n  objective: iwae\n  iw_samples: 20\n")).model.prior == "standard"
+
+
 # --------------------------------------------------------------------------- unknown keys
 
 

@@ -162,3 +162,19 @@ def test_the_served_registered_model_answers_as_the_local_api(server, vae, pixel
     assert status == 400 and "unknown sampler 'flow'; this model has: prior, gmm" in answer["message"]
     status, answer = post(server, {"inputs": [[0.0]], "params": {"task": "sample", "n": "many"}})
     assert status == 400 and "'n'" in answer["message"]  # the signature's params schema
+
+
+def test_a_saved_vampprior_model_samples_from_its_own_prior(tmp_path):
+    import mlflow
+
+    from mnist_vae.params import ModelParams
+
+    torch.manual_seed(0)
+    vamp = VAE(ModelParams(hidden_dims=[16], latent_dim=3, prior="vamp", vamp_components=5)).eval()
+    serving.save_model(str(tmp_path / "model"), pytorch_model=vamp, dequantize="uniform")
+    got = mlflow.pyfunc.load_model(str(tmp_path / "model")).predict(np.zeros((1, 1)), params={"task": "sample", "n": 4, "seed": 2})
+    with torch.no_grad():
+        want = vamp.mean(vamp.decode(vamp.sample_prior(4, torch.Generator().manual_seed(2))))
+    np.testing.assert_array_equal(np.float32(got), want.numpy())
+    loaded = mlflow.pytorch.load_model(str(tmp_path / "model"))
+    assert loaded.config.prior == "vamp" and torch.equal(loaded.pseudo_inputs, vamp.pseudo_inputs)

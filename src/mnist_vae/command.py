@@ -339,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=positive_int, default=64, help="how many samples (default 64)")
     p.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
     p.add_argument("--temperature", type=float, default=1.0,
-                   help="scale T of the prior's standard deviation (of each mixture component's for gmm; default 1)")
+                   help="scale T of the standard prior's standard deviation (of each mixture component's for gmm; default 1; a VampPrior takes only 1)")
     p.add_argument("--sampler", default=samplers.PRIOR,
                    help="prior (default: z ~ p(z)) or a fitted sampler: gmm (recommended: the better digits; "
                         "fitted by the pipeline's sampler stage into models/sampler.pt)")

@@ -1,5 +1,10 @@
 """Scoring a trained VAE: ELBO and its parts, an importance-weighted log-likelihood, the notebook's
-latent statistics, and a posterior-collapse report (KL per dimension, active units, I(x; z))."""
+latent statistics, and a posterior-collapse report (KL per dimension, active units, I(x; z)).
+
+Under the VampPrior (model.prior vamp) the KL and log p(z) are the mixture's (Monte Carlo KL, exact
+log-density); active units and I(x; z) are properties of q alone and mean the same under either prior;
+the per-unit KL stays the KL to N(0, I) (a mixture does not split by unit), and a `vamp` section adds the
+KL to the mixture and how many pseudo-inputs the test codes use."""
 
 from __future__ import annotations
 
@@ -107,6 +112,20 @@ def mutual_information(mu: torch.Tensor, logvar: torch.Tensor, max_elements: int
 
 
 @torch.no_grad()
+def most_likely_components(model, mu: torch.Tensor) -> torch.Tensor:
+    """For each code mu_i (rows of (N, d)), the VampPrior component most likely to have drawn it:
+    argmax_k q(mu_i | u_k) (the components have equal weights)."""
+    comp_mu, comp_logvar = model.prior_components()
+    blocks = objectives.mixture_blocks(mu.to(comp_mu.device, comp_mu.dtype), len(comp_mu))
+    return torch.cat([objectives.component_log_densities(zb, comp_mu, comp_logvar).argmax(-1) for zb in blocks])
+
+
+def components_used(model, mu: torch.Tensor) -> int:
+    """How many of the VampPrior's K components are the most likely one for at least one of the codes mu."""
+    return len(most_likely_components(model, mu).unique())
+
+
+@torch.no_grad()
 def latent_statistics(model, mu: torch.Tensor, logvar: torch.Tensor, n_generated: int = 100) -> dict[str, float]:
     """The notebook's 'Latent Space Analysis' numbers."""
     generated = model.sample(n_generated)
@@ -138,7 +157,7 @@ def evaluate(model, x_test: torch.Tensor, x_train_slice: torch.Tensor, p, likeli
     mu, logvar = encode_all(model, x_test)
     kl_dims = objectives.kl_per_dim(mu, logvar).mean(0)
     mi_n = min(p.mi_examples, len(mu))
-    return {
+    out = {
         "test": test,
         "train_slice": elbo_parts(model, x_train_slice) if len(x_train_slice) else {},
         "likelihood": {
@@ -151,6 +170,17 @@ def evaluate(model, x_test: torch.Tensor, x_train_slice: torch.Tensor, p, likeli
         "posterior": {
             "active_units": active_units(mu, p.active_unit_threshold),
             "mutual_info": mutual_information(mu[:mi_n], logvar[:mi_n]),
+            # KL(q(z_j|x) || N(0, 1)) per unit under either prior (a mixture prior does not split by unit)
             "kl_per_dim": [round(v, 5) for v in kl_dims.tolist()],
         },
+        "prior": model.config.prior,
     }
+    if model.config.prior == "vamp":
+        out["vamp"] = {
+            "components": model.config.vamp_components,
+            # the test KL above: the mean over the iw_samples draws z ~ q(z|x) of log q(z|x) - log p(z)
+            "kl_to_mixture": test["kl"],
+            "components_used": components_used(model, mu),
+            "kl_to_standard_normal": kl_dims.sum().item(),
+        }
+    return out

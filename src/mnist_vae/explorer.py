@@ -2,7 +2,8 @@
 
 :func:`build` packs everything the page needs into the page itself: the decoder's layers with their
 weights (little-endian float32, base64), the test encodings' latent map, a small gallery of test digits
-with their encoder means, the units' KL and activity, the model's key numbers, and its fitted sampler
+with their encoder means, the units' KL and activity, the prior (the VampPrior's K components' means and
+standard deviations, so "Random z" draws from the mixture), the model's key numbers, and its fitted sampler
 (samplers.py) if it has one: the page's "draw from the fitted sampler" button picks a component k with
 the mixture's weights and computes z = means[k] + L[k] eps in float64, as samplers.draw does (the
 page's random numbers are the browser's, so a seed does not give torch's draws). The page
@@ -135,6 +136,7 @@ def page_data(model, x_test: torch.Tensor, y_test: np.ndarray, seed: int, thresh
             "n_test": len(x), "test_nelbo": elbo["nelbo"], "test_rec": elbo["rec"], "test_kl": elbo["kl"],
             "active_units": int(active.sum()), "active_unit_threshold": threshold, "seed": seed,
         },
+        "prior": prior_data(model),
         "decoder": decoder_layers(model.decoder, model.latent_dim),
         "units": {
             "kl": kl.tolist(),
@@ -165,6 +167,16 @@ def _sampler(model) -> dict | None:
     arrays = samplers.mixture_arrays(model, names[0])
     return {"name": names[0], "k": len(arrays["weights"]),
             **{key: _b64(value, "<f8") for key, value in arrays.items()}}
+
+
+@torch.no_grad()
+def prior_data(model) -> dict:
+    """The model's prior as the page's "Random z" draws from it: N(0, I), or the VampPrior's K components
+    (means and standard deviations, fixed after training), one picked uniformly per draw."""
+    if model.config.prior == "standard":
+        return {"name": "standard"}
+    mu, logvar = model.prior_components()
+    return {"name": model.config.prior, "components": len(mu), "mu": _f32(mu), "std": _f32(torch.exp(0.5 * logvar))}
 
 
 def render(data: dict) -> str:

@@ -110,8 +110,8 @@ def _centres(count: int, offset: float = 0.0, pad: int = PAD) -> list[float]:
 # ---------------------------------------------------------------- figures
 
 
-def _sampler_title(sampler: str) -> str:
-    return "the prior z ~ p(z)" if sampler == samplers.PRIOR else f"the fitted sampler '{sampler}'"
+def _sampler_title(model, sampler: str) -> str:
+    return f"the prior {prior_name(model)}" if sampler == samplers.PRIOR else f"the fitted sampler '{sampler}'"
 
 
 @torch.no_grad()
@@ -124,7 +124,7 @@ def sampled(model, n: int, generator: torch.Generator, sampler: str = samplers.P
 def samples_grid(model, n: int, generator: torch.Generator, sampler: str = samplers.PRIOR) -> Figure:
     """n x n decoder means of z drawn from `sampler` (the notebook's generate_images_vae for the prior)."""
     fig, ax = _grid_figure(tile(sampled(model, n, generator, sampler)), 0.3, 0.6, min_w=3.6, max_w=10.0)
-    ax.set_title(f"Samples from {_sampler_title(sampler)}")
+    ax.set_title(f"Samples from {_sampler_title(model, sampler)}")
     return fig
 
 
@@ -137,8 +137,29 @@ def samplers_side_by_side(model, n: int, seed: int, names: list[str]) -> Figure:
     for k, (grid, name) in enumerate(zip(grids, names)):
         ax = fig.add_subplot(1, len(grids), k + 1)
         _show(ax, grid)
-        ax.set_title(f"{_sampler_title(name)}", fontsize=10)
+        ax.set_title(_sampler_title(model, name), fontsize=10)
     fig.suptitle(f"{n * n} samples of each, seed {seed}")
+    return fig
+
+
+def prior_name(model) -> str:
+    """The model's prior as a figure title says it."""
+    if model.config.prior == "vamp":
+        return f"z ~ VampPrior (K = {model.config.vamp_components})"
+    return "z ~ N(0, I)"
+
+
+@torch.no_grad()
+def pseudo_inputs(model, columns: int = 25, max_images: int = 500) -> Figure:
+    """The VampPrior's learned pseudo-inputs u_k (the first `max_images`), as images in [0, 1]
+    (Tomczak & Welling 2018, their figure of pseudo-inputs)."""
+    _check_count("columns", columns)
+    u = model.pseudo_input_images().cpu()[:max_images]
+    rows = math.ceil(len(u) / columns)
+    images = np.full((rows * columns, u.shape[1]), np.nan, np.float32)
+    images[:len(u)] = u.numpy()
+    fig, ax = _grid_figure(tile(images.reshape(rows, columns, -1)), 0.3, 0.6, min_w=3.6)
+    ax.set_title(f"The VampPrior's pseudo-inputs ({len(u)} of {model.config.vamp_components})")
     return fig
 
 
@@ -254,14 +275,15 @@ def training_curves(history: list[dict]) -> Figure:
 def reparameterization(model, x_test, generator: torch.Generator, n: int = 1000) -> Figure:
     """The notebook's histograms of the reparameterization trick, from the trained encoder on n test digits.
 
-    Randomness, in order: the prior samples (as many as mu has entries), then eps.
+    Randomness, in order: the prior samples (len(mu) draws of model.sample_prior), then eps.
     """
     _check_count("n", n)
     mu, logvar = (t.cpu() for t in model.encode(_tensor(x_test[:n], model)))
     prior = model.sample_prior(len(mu), generator).cpu().flatten()  # as many values as mu has entries
     sigma = torch.exp(0.5 * logvar)
     z = mu + sigma * torch.randn(mu.shape, generator=generator)
-    panels = [(prior, "blue", "Prior p(z) ~ N(0,1)", "z"), (mu, "orange", "Encoder Mean μ", "μ"),
+    prior_title = "Prior p(z) ~ N(0,1)" if model.config.prior == "standard" else "Prior p(z): VampPrior"
+    panels = [(prior, "blue", prior_title, "z"), (mu, "orange", "Encoder Mean μ", "μ"),
               (sigma, "green", "Encoder Std σ", "σ"), (z, "red", "Samples z = μ + σε", "z")]
     fig = _figure(15.0, 4.0)
     for k, (values, color, title, xlabel) in enumerate(panels):

@@ -382,6 +382,8 @@ def describe(model) -> dict[str, Any]:
         "model": origin.uri,
         "kind": origin.kind,
         "config": model.config.model_dump(),
+        "prior": model.config.prior if model.config.prior == "standard"
+        else f"{model.config.prior} ({model.config.vamp_components} pseudo-inputs)",
         "n_parameters": sum(p.numel() for p in model.parameters()),
         "dequantize": {"mode": model.dequantize, "from": origin.dequantize_from},
         "samplers": _describe_samplers(model),

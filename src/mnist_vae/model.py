@@ -1,7 +1,12 @@
-"""The VAE: an encoder to q(z|x) = N(mu, diag(sigma^2)), the reparameterization trick, a decoder to p(x|z).
+"""The VAE: an encoder to q(z|x) = N(mu, diag(sigma^2)), the reparameterization trick, a decoder to p(x|z),
+and its prior p(z).
 
 The default is the reference notebook's MLP (784 -> 400 -> 400 -> 20, mirrored decoder). The decoder
 returns logits; the likelihood (objectives.py) turns them into log p(x|z) and into images.
+
+The prior is N(0, I) (model.prior standard), or the VampPrior (Tomczak & Welling 2018, model.prior vamp):
+p(z) = (1/K) sum_k q(z | u_k), the encoder's own posteriors at K learned pseudo-inputs u_k. Every draw
+of z ~ p(z) and every log p(z) goes through :meth:`VAE.sample_prior` and :meth:`VAE.log_prior`.
 """
 
 from __future__ import annotations
@@ -72,6 +77,11 @@ class VAE(nn.Module):
             self.log_sigma = nn.Parameter(torch.full((INPUT_DIM,), -2.0))
         else:
             self.register_buffer("log_sigma", torch.tensor(0.0), persistent=False)
+        if config.prior == "vamp":
+            # the pseudo-inputs before the input non-linearity, hardtanh to [0, 1] (as the paper's code),
+            # initialised as the paper does for MNIST: N(0.05, 0.01^2) per pixel (drawn last, so the other
+            # weights are those of a standard-prior model of the same seed)
+            self.pseudo_inputs = nn.Parameter(torch.randn(config.vamp_components, INPUT_DIM) * 0.01 + 0.05)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x -> (mu, log sigma^2) of q(z|x)."""
@@ -102,15 +112,34 @@ class VAE(nn.Module):
         """The image a decoder output stands for: E[x|z]."""
         return objectives.likelihood_mean(self.config.likelihood, logits)
 
+    def pseudo_input_images(self) -> torch.Tensor:
+        """The VampPrior's K pseudo-inputs u_k as the encoder sees them: (K, 784) in [0, 1]."""
+        return nn.functional.hardtanh(self.pseudo_inputs, 0.0, 1.0)
+
+    def prior_components(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The VampPrior's K components q(z | u_k): (mu, log sigma^2), each (K, latent_dim), in full precision."""
+        mu, logvar = self.encode(self.pseudo_input_images())
+        return objectives.full(mu), objectives.full(logvar)
+
     def sample_prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n draws z ~ p(z) = N(0, I), (n, latent_dim) on the model's device. The normals come from a CPU
-        generator (`generator`, or the global one when None), so a seed gives the same z on every device."""
+        """n draws z ~ p(z), (n, latent_dim) on the model's device, from `generator` (a CPU generator, or
+        the global one when None). Under vamp: a component k uniformly, then z ~ q(z | u_k); the draws,
+        in order: the n components, then n x latent_dim normals."""
         device = self.fc_mu_logvar.weight.device
-        return torch.randn(n, self.latent_dim, generator=generator, device="cpu").to(device)
+        if self.config.prior == "standard":
+            return torch.randn(n, self.latent_dim, generator=generator, device="cpu").to(device)
+        k = torch.randint(self.config.vamp_components, (n,), generator=generator, device="cpu").to(device)
+        eps = torch.randn(n, self.latent_dim, generator=generator, device="cpu").to(device)
+        mu, logvar = self.prior_components()
+        return mu[k] + eps * torch.exp(0.5 * logvar[k])
 
     def log_prior(self, z: torch.Tensor) -> torch.Tensor:
-        """log p(z) per row of z (n, latent_dim): the standard normal's log-density, in nats."""
-        return -0.5 * (z.pow(2).sum(-1) + z.shape[-1] * math.log(2 * math.pi))
+        """log p(z) per row of z (..., latent_dim) -> (...). Under vamp:
+        logsumexp_k log N(z; mu_k, sigma_k^2) - log K, by blocks of rows (no -inf far from every component)."""
+        if self.config.prior == "standard":
+            return objectives.standard_normal_log_density(z)
+        mu, logvar = self.prior_components()
+        return objectives.mixture_log_density(z, mu, logvar)
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:

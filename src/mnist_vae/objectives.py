@@ -1,4 +1,5 @@
-"""Likelihoods, the KL term, the negative ELBO and the IWAE bound. All quantities are per example, in nats.
+"""Likelihoods, the KL term (closed form under N(0, I), Monte Carlo under the VampPrior), the log-density
+of a Gaussian mixture, the negative ELBO and the IWAE bound. All quantities are per example, in nats.
 
 Each likelihood returns log p(x|z) with its normalising constant:
   bernoulli             sum_i x_i log l_i + (1 - x_i) log(1 - l_i)  (the notebook's -BCE; a normalised
@@ -32,7 +33,53 @@ def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 
 
 def kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu_j, sigma_j^2) || N(0, 1)) per unit: the standard prior's KL split by unit. A mixture prior
+    (vamp) does not factorise over units, so this stays the KL to N(0, I) there."""
     return 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1)
+
+
+def standard_normal_log_density(z: torch.Tensor) -> torch.Tensor:
+    """log N(z; 0, I) per row of z (..., d)."""
+    return -0.5 * (z.pow(2) + LOG_2PI).sum(-1)
+
+
+def gaussian_log_density(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log N(z; mu, diag(exp(logvar))) per row of z (..., d), mu and logvar broadcasting against z."""
+    return -0.5 * ((z - mu).pow(2) * torch.exp(-logvar) + logvar + LOG_2PI).sum(-1)
+
+
+MIXTURE_BLOCK = 1 << 22  # entries (rows x K x d) per temporary of mixture_log_density: 16 MB in float32
+
+
+def mixture_log_density(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log (1/K) sum_k N(z; mu_k, diag(exp(logvar_k))) per row of z (..., d), for K components mu, logvar
+    (K, d): log-sum-exp over k of each component's log-density (finite however far z is from every
+    component, as long as the squared distances fit in floating point). Rows are taken in blocks of at most
+    MIXTURE_BLOCK entries (at least one row); the block size changes no number."""
+    k, d = mu.shape
+    out = [torch.logsumexp(component_log_densities(zb, mu, logvar), dim=-1) - math.log(k)
+           for zb in mixture_blocks(z.reshape(-1, d), k)]
+    return torch.cat(out).reshape(z.shape[:-1])
+
+
+def mixture_blocks(rows: torch.Tensor, k: int) -> tuple[torch.Tensor, ...]:
+    """Rows (N, d) in blocks of at most MIXTURE_BLOCK entries against K components (at least one row)."""
+    return rows.split(max(1, MIXTURE_BLOCK // (k * rows.shape[-1])))
+
+
+def component_log_densities(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log N(z_i; mu_k, diag(exp(logvar_k))) for rows z (N, d) and components (K, d): (N, K)."""
+    sq = ((z[:, None, :] - mu[None]).pow(2) * torch.exp(-logvar)[None]).sum(-1)
+    return -0.5 * (sq + logvar.sum(-1) + mu.shape[-1] * LOG_2PI)
+
+
+def kl_estimate(model, z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(q(z|x) || p(z)) per example under the model's prior: the closed form for N(0, I); for a learned
+    prior (vamp) the one-sample Monte Carlo estimate log q(z|x) - log p(z) at the given z ~ q(z|x) (the one
+    the reconstruction term used), as Tomczak & Welling 2018 do. z may have leading sample dimensions."""
+    if model.config.prior == "standard":
+        return kl_divergence(mu, logvar)
+    return gaussian_log_density(z, mu, logvar) - model.log_prior(z)
 
 
 def bernoulli_log_prob(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -103,8 +150,9 @@ def negative_elbo(model, x: torch.Tensor,
                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One-sample estimate of -ELBO split into (reconstruction -log p(x|z), KL), each per example; z is
     drawn from `generator`, or the global generator when None."""
-    logits, mu, logvar = model(x) if generator is None else model(x, generator)
-    return -model.log_px(x, logits), kl_divergence(full(mu), full(logvar))
+    mu, logvar = model.encode(x)
+    z = model.reparameterize(mu, logvar, generator)
+    return -model.log_px(x, model.decode(z)), kl_estimate(model, full(z), full(mu), full(logvar))
 
 
 def log_importance_weights(model, x: torch.Tensor, k: int,
@@ -112,7 +160,8 @@ def log_importance_weights(model, x: torch.Tensor, k: int,
     """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x) for K samples z_k = mu + sigma eps_k ~ q(z|x).
 
     eps, the (K, B, latent) standard-normal draws, is drawn here unless given.
-    Returns (log_w of shape (K, B), the mean over k of log p(x|z_k), the analytic KL) per example.
+    Returns (log_w of shape (K, B), the mean over k of log p(x|z_k), the KL) per example: the analytic KL
+    under N(0, I), the mean over k of log q(z_k|x) - log p(z_k) under a learned prior (vamp).
     """
     mu, logvar = model.encode(x)
     mu, logvar = full(mu), full(logvar)
@@ -122,9 +171,13 @@ def log_importance_weights(model, x: torch.Tensor, k: int,
     z = mu + eps * std
     logits = model.decode(z.reshape(-1, mu.shape[-1])).view(k, *x.shape)
     log_px = model.log_px(x, logits)  # x broadcasts over the K samples
-    # log p(z) - log q(z|x): the 2 pi terms cancel; z - mu = eps * std
-    log_pz_minus_qz = (-0.5 * z.pow(2) + 0.5 * eps.pow(2) + 0.5 * logvar).sum(-1)
-    return log_px + log_pz_minus_qz, log_px.mean(0), kl_divergence(mu, logvar)
+    if model.config.prior == "standard":
+        # log p(z) - log q(z|x): the 2 pi terms cancel; z - mu = eps * std
+        log_pz_minus_qz = (-0.5 * z.pow(2) + 0.5 * eps.pow(2) + 0.5 * logvar).sum(-1)
+        return log_px + log_pz_minus_qz, log_px.mean(0), kl_divergence(mu, logvar)
+    # a learned prior: log q(z|x) with z - mu = eps * std, and the KL as the mean of the K one-sample estimates
+    log_pz_minus_qz = model.log_prior(z) + 0.5 * (eps.pow(2) + logvar + LOG_2PI).sum(-1)
+    return log_px + log_pz_minus_qz, log_px.mean(0), -log_pz_minus_qz.mean(0)
 
 
 def iwae_bound(log_w: torch.Tensor) -> torch.Tensor:

@@ -64,6 +64,14 @@ class DequantizeParams(Section):
     mode: Literal["notebook", "uniform", "none", "binarize"] = "notebook"
 
 
+# prior vamp: K pseudo-inputs of 784 pixels, all encoded at every step (the paper uses K = 500); and log p(z)
+# keeps a (rows x K x latent_dim) float32 tensor for the backward pass, rows = batch_size x iw_samples,
+# bounded like the IWAE rows below: 2^25 entries is 128 MB per such tensor (the default 128 x 500 x 20 is
+# 1.3 M entries)
+MAX_VAMP_COMPONENTS = 10000
+MAX_VAMP_ENTRIES = 1 << 25
+
+
 class ModelParams(Section):
     architecture: Literal["mlp", "conv"] = "mlp"
     hidden_dims: list[PositiveInt] = Field(default_factory=lambda: [400, 400], min_length=1)
@@ -77,6 +85,17 @@ class ModelParams(Section):
     # learned sigma: the floor under each pixel's sigma (sigma = gaussian_sigma_min + exp(parameter)),
     # so pixels that never vary cannot drive sigma to 0 and the loss to -infinity
     gaussian_sigma_min: Annotated[float, Field(gt=0)] = 1e-3
+    # p(z): N(0, I), or the VampPrior (Tomczak & Welling 2018), the mixture (1/K) sum_k q(z | u_k) of the
+    # encoder's posteriors at K learned pseudo-inputs u_k (each 784 pixels, trained with the model)
+    prior: Literal["standard", "vamp"] = "standard"
+    vamp_components: PositiveInt = 500
+
+    @model_validator(mode="after")
+    def _vamp_components_bounded(self):
+        if self.prior == "vamp" and self.vamp_components > MAX_VAMP_COMPONENTS:
+            raise ValueError(f"model.vamp_components {self.vamp_components} is more than {MAX_VAMP_COMPONENTS} "
+                             "pseudo-inputs, each encoded at every step (the paper uses 500); lower it")
+        return self
 
 
 # objective iwae decodes iw_samples x batch_size rows per step and keeps them all for the backward pass
@@ -268,6 +287,16 @@ class Params(Section):
     def _dynamic_binarization_needs_binary_data(self):
         if self.train.dynamic_binarization and self.dequantize.mode != "binarize":
             raise ValueError("train.dynamic_binarization needs dequantize.mode: binarize")
+        return self
+
+    @model_validator(mode="after")
+    def _vamp_fits_in_memory(self):
+        m, t = self.model, self.train
+        entries = t.batch_size * t.iw_samples * m.vamp_components * m.latent_dim
+        if m.prior == "vamp" and entries > MAX_VAMP_ENTRIES:
+            raise ValueError(f"model.prior vamp: train.batch_size x train.iw_samples x model.vamp_components x "
+                             f"model.latent_dim = {entries} entries of log p(z) per step is more than "
+                             f"{MAX_VAMP_ENTRIES}; lower one of them")
         return self
 
 

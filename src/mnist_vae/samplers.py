@@ -233,6 +233,9 @@ def draw(model, name: str, n: int, generator: torch.Generator, temperature: floa
     """n draws z (n, latent_dim), float32 on the model's device, from the sampler `name` (see the module
     doc): the prior's are temperature * model.sample_prior(n, generator)."""
     if name == PRIOR:
+        if temperature != 1.0 and model.config.prior != "standard":
+            raise UserError(f"the temperature scales the standard prior N(0, I); this model's prior is "
+                            f"{model.config.prior}: leave the temperature at 1, or use a fitted sampler")
         z = model.sample_prior(n, generator)
         return z if temperature == 1.0 else temperature * z
     s = _state(model, name)
