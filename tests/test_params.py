@@ -70,6 +70,8 @@ def load_error(tmp_path, text: str) -> str:
         ("quality:\n  k: 0\n", "quality.k", "0"),
         ("quality:\n  probe_l2: -1\n", "quality.probe_l2", "-1"),
         ("render:\n  class_sheet: 31\n", "render.class_sheet", "31"),
+        ("train:\n  checkpoint_every: 0\n", "train.checkpoint_every", "0"),
+        ("train:\n  checkpoint_every: -2\n", "train.checkpoint_every", "-2"),
     ],
 )
 def test_bad_value_names_key_and_value(tmp_path, text, key, shown_value):
@@ -85,6 +87,7 @@ def test_bad_value_names_key_and_value(tmp_path, text, key, shown_value):
         ("data:\n  source: http\n", "data.source", ["'auto'", "'keras'", "'pypi'", "'file'"]),
         ("dequantize:\n  mode: gaussian\n", "dequantize.mode", ["'notebook'", "'uniform'", "'none'", "'binarize'"]),
         ("train:\n  precision: fp16\n", "train.precision", ["'fp32'", "'bf16'"]),
+        ("train:\n  lr_schedule: cosine\n", "train.lr_schedule", ["'constant'", "'burda'"]),
         ("model:\n  likelihood: poisson\n", "model.likelihood",
          ["'bernoulli'", "'continuous_bernoulli'", "'gaussian'"]),
     ],

@@ -1,6 +1,7 @@
 """The training loop: KL warm-up, learning on real digits, reproducibility, bf16, IWAE, dynamic
 binarization, every architecture and likelihood, divergence."""
 
+import copy
 import io
 import json
 import math
@@ -326,6 +327,11 @@ def test_the_burda_schedule_is_3_to_the_i_epochs_at_lr_times_10_to_the_minus_i_o
     assert {training.learning_rate(e, TrainParams(lr=3e-4)) for e in (1, 2, 5000)} == {3e-4}
 
 
+def _keep(saved: list):
+    """A save_state that keeps each state: a copy, since the state holds the live weights."""
+    return lambda state: saved.append(copy.deepcopy(state))
+
+
 def _model_bytes(model) -> list[bytes]:
     return [t.numpy().tobytes() for t in model.state_dict().values()]
 
@@ -357,7 +363,7 @@ def test_a_training_resumed_from_any_epoch_gives_the_very_bytes_of_an_uninterrup
         torch.manual_seed(0)  # as the stage: the initial weights, then train() seeds its streams
         model = VAE(ModelParams(**{"hidden_dims": [32], "latent_dim": 3, **config}))
         history = training.train(model, data, p, 0, torch.device("cpu"), state=state,
-                                 save_state=saved.append if saved is not None else lambda s: None)
+                                 save_state=_keep(saved) if saved is not None else lambda s: None)
         return model, history
 
     states = []
@@ -378,7 +384,7 @@ def test_raising_epochs_continues_to_the_bytes_of_a_longer_training_and_checkpoi
         model = VAE(ModelParams(hidden_dims=[32], latent_dim=3))
         saved = []
         history = training.train(model, data, TrainParams(epochs=epochs, batch_size=64, checkpoint_every=checkpoint_every),
-                                 0, torch.device("cpu"), state=state, save_state=saved.append)
+                                 0, torch.device("cpu"), state=state, save_state=_keep(saved))
         return model, history, saved
 
     short_model, short, saved = run(3, checkpoint_every=2)
@@ -390,20 +396,25 @@ def test_raising_epochs_continues_to_the_bytes_of_a_longer_training_and_checkpoi
     assert _model_bytes(short_model) != _model_bytes(longer_model)  # the control: it did train on
 
 
-def test_a_captured_state_is_a_copy_and_loads_without_pickle(digits, tmp_path):
+def test_a_saved_state_loads_without_pickle_and_holds_the_epoch_it_was_taken_at(digits, tmp_path):
     torch.manual_seed(0)
     model = VAE(ModelParams(hidden_dims=[32], latent_dim=3))
+    path = tmp_path / "s.pt"
     saved = []
+
+    def save(state):
+        saved.append(copy.deepcopy(state))
+        if state["epoch"] == 1:
+            training.save_state(path, state, {"seed": 0})
+
     training.train(model, training.Data(digits.x_train[:128], digits.x_test[:20]), TrainParams(epochs=2, batch_size=64),
-                   0, torch.device("cpu"), save_state=saved.append)
-    first = saved[0]
-    assert not torch.equal(first["model"]["fc_mu_logvar.weight"], model.fc_mu_logvar.weight.detach())  # epoch 2 moved on
-    training.save_state(tmp_path / "s.pt", first, {"seed": 0})
-    outer = torch.load(tmp_path / "s.pt", weights_only=True)  # numbers, strings and uint8 tensors only
-    assert set(outer) == {"sha256", "state"} and outer["state"].dtype == torch.uint8
-    loaded = training.load_state(tmp_path / "s.pt", {"seed": 0}, epochs=2)
-    assert loaded["epoch"] == 1 and loaded["step"] == 2 and loaded["rng"]["shuffle"].dtype == torch.uint8
-    assert torch.equal(loaded["model"]["fc_mu_logvar.weight"], first["model"]["fc_mu_logvar.weight"])
+                   0, torch.device("cpu"), save_state=save)
+    raw = torch.load(path, weights_only=True)  # numbers, strings and tensors only; random states as uint8
+    assert raw["fingerprint"] == {"seed": 0} and raw["rng"]["shuffle"].dtype == torch.uint8
+    loaded = training.load_state(path, {"seed": 0}, epochs=2)
+    assert loaded["epoch"] == 1 and loaded["step"] == 2 and len(loaded["history"]) == 1
+    assert torch.equal(loaded["model"]["fc_mu_logvar.weight"], saved[0]["model"]["fc_mu_logvar.weight"])
+    assert not torch.equal(loaded["model"]["fc_mu_logvar.weight"], model.fc_mu_logvar.weight.detach())  # epoch 2 moved on
 
 
 @pytest.fixture
@@ -413,7 +424,7 @@ def saved_state(digits, tmp_path):
     model = VAE(ModelParams(hidden_dims=[16], latent_dim=2))
     saved = []
     training.train(model, training.Data(digits.x_train[:128], digits.x_test[:20]),
-                   TrainParams(epochs=2, batch_size=64), 0, torch.device("cpu"), save_state=saved.append)
+                   TrainParams(epochs=2, batch_size=64), 0, torch.device("cpu"), save_state=_keep(saved))
     path = tmp_path / "state.pt"
     training.save_state(path, saved[-1], {"seed": 0, "train.lr": 0.001})
     return path
@@ -452,7 +463,7 @@ def test_a_damaged_state_is_one_line_and_a_fresh_start(saved_state, caplog, dama
     assert state is None and len(lines) == 1 and "\n" not in lines[0]
     assert lines[0].startswith(f"{saved_state} is unreadable (") and lines[0].endswith("; training from epoch 1")
     if damage == "flipped-byte":
-        assert "SHA-256 does not match" in lines[0]
+        assert "fails its CRC-32 check" in lines[0]
 
 
 def test_a_full_disk_keeps_the_previous_state_and_is_one_line(saved_state, caplog, monkeypatch):
@@ -463,10 +474,9 @@ def test_a_full_disk_keeps_the_previous_state_and_is_one_line(saved_state, caplo
     real_save = torch.save
 
     def fill_the_disk(obj, f, *args, **kwargs):
-        if isinstance(f, io.BufferedWriter):  # the file, not the in-memory payload
-            f.write(b"x" * 1000)
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real_save(obj, f, *args, **kwargs)
+        real_save(obj, io.BytesIO(), *args, **kwargs)
+        f.write(b"x" * 1000)  # part of it, then the disk is full
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(training.torch, "save", fill_the_disk)
     with pytest.raises(UserError) as info:
@@ -482,13 +492,11 @@ import os, signal, sys, torch
 from mnist_vae import training
 state = torch.load(sys.argv[1], weights_only=True)
 real_save = torch.save
-def killed_halfway(obj, f, *args, **kwargs):
-    if hasattr(f, "name"):  # the file: half of it, then SIGKILL (no handler, no cleanup runs)
-        real_save(obj, f, *args, **kwargs)
-        f.flush()
-        f.truncate(f.tell() // 2)
-        os.kill(os.getpid(), signal.SIGKILL)
-    return real_save(obj, f, *args, **kwargs)
+def killed_halfway(obj, f, *args, **kwargs):  # half of the file, then SIGKILL (no handler, no cleanup runs)
+    real_save(obj, f, *args, **kwargs)
+    f.flush()
+    f.truncate(f.tell() // 2)
+    os.kill(os.getpid(), signal.SIGKILL)
 torch.save = killed_halfway
 training.save_state(sys.argv[2], state, {"seed": 0, "train.lr": 0.001})
 """
