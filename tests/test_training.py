@@ -440,6 +440,9 @@ def _load(path, caplog, fingerprint=None, epochs=3):
 def test_load_state_resumes_a_match_and_says_so_in_one_line(saved_state, caplog):
     state, lines = _load(saved_state, caplog)
     assert state["epoch"] == 2 and lines == [f"resuming from epoch 3 of 3 ({saved_state})"]
+    state, lines = _load(saved_state, caplog, epochs=2)  # finished: the outputs come from it
+    assert state["epoch"] == 2 and lines == [f"{saved_state} holds all 2 epochs; writing the outputs from it "
+                                             "(delete it to retrain)"]
     state, lines = _load(saved_state.with_name("none.pt"), caplog)
     assert state is None and lines == []  # no state: nothing to say
 

@@ -318,7 +318,10 @@ def load_state(path: Path, fingerprint: dict[str, Any], epochs: int) -> Optional
     if state["epoch"] > epochs:
         log.info("%s holds %d epochs, more than train.epochs %d; training from epoch 1", path, state["epoch"], epochs)
         return None
-    log.info("resuming from epoch %d of %d (%s)", state["epoch"] + 1, epochs, path)
+    if state["epoch"] == epochs:  # e.g. `dvc repro -f train`: the outputs again, from the state
+        log.info("%s holds all %d epochs; writing the outputs from it (delete it to retrain)", path, epochs)
+    else:
+        log.info("resuming from epoch %d of %d (%s)", state["epoch"] + 1, epochs, path)
     return state
 
 
