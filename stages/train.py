@@ -1,7 +1,7 @@
-"""train: data/processed -> models/vae.pt, metrics/history.csv (per epoch), metrics/train.json."""
+"""train: data/processed -> models/vae.pt, metrics/history.csv (per epoch), metrics/train.json; and
+models/train_state.pt, the state an interrupted or extended training resumes from (see docs/resume.md)."""
 
 import csv
-import time
 from pathlib import Path
 
 import torch
@@ -13,6 +13,7 @@ from mnist_vae.model import VAE, save_checkpoint
 
 TRAIN, TEST = Path("data/processed/train.npz"), Path("data/processed/test.npz")
 MODEL, HISTORY, METRICS = Path("models/vae.pt"), Path("metrics/history.csv"), Path("metrics/train.json")
+STATE = Path("models/train_state.pt")
 
 
 def main(params):
@@ -28,15 +29,18 @@ def main(params):
         x_test=torch.from_numpy(test_arrays["x"]).to(device),
         p_train=torch.from_numpy(train_arrays["p"][:n]).to(device) if p.dynamic_binarization else None,
     )
+    digests = {"train data": sha256_file(TRAIN), "test data": sha256_file(TEST), "n_train": n}
+    fingerprint = training.fingerprint(params, digests, device, code=(Path(__file__),))
+    state = training.load_state(STATE, fingerprint, p.epochs)
     torch.manual_seed(params.seed)  # the model's initial weights
     model = VAE(params.model).to(device)
-    start = time.perf_counter()
-    history = training.train(model, data, p, params.seed, device)
-    total_time = time.perf_counter() - start
+    history = training.train(model, data, p, params.seed, device, state=state,
+                             save_state=lambda s: training.save_state(STATE, s, fingerprint))
+    total_time = sum(row["epoch_time"] for row in history)  # each epoch's own time, across resumed runs
     final = {k: v for k, v in history[-1].items() if k not in ("epoch_time", "time")}
     summary = {**final, "total_time": total_time, "mean_epoch_time": total_time / p.epochs, "n_train": n}
     # where the model came from, for the track stage's tags
-    provenance = {"train_data_sha256": sha256_file(TRAIN), "torch_version": str(torch.__version__),
+    provenance = {"train_data_sha256": digests["train data"], "torch_version": str(torch.__version__),
                   "device": str(device), "n_parameters": sum(q.numel() for q in model.parameters())}
     save_checkpoint(MODEL, model, provenance)
     _write_history(history)

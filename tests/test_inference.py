@@ -154,7 +154,7 @@ def test_sample_draws_from_the_models_own_prior():
     model = VAE(ModelParams(hidden_dims=[8], latent_dim=3, prior="vamp", vamp_components=4)).eval()
     with torch.no_grad():
         z = model.sample_prior(6, torch.Generator().manual_seed(3))
-    assert torch.equal(inference.prior_draws(model, 6, seed=3), z)
+    assert torch.equal(samplers.draw(model, "prior", 6, torch.Generator().manual_seed(3)), z)
     assert torch.equal(inference.sample(model, 6, seed=3), inference.decode(model, z))
     with pytest.raises(UserError, match="prior is vamp"):
         inference.sample(model, 2, temperature=0.5)

@@ -73,6 +73,8 @@ def load_error(tmp_path, text: str) -> str:
         ("sampler:\n  gmm_components: 0\n", "sampler.gmm_components", "0"),
         ("sampler:\n  gmm_reg_covar: -1\n", "sampler.gmm_reg_covar", "-1"),
         ("sampler:\n  names: [flow]\n", "sampler.names", "'flow'"),
+        ("train:\n  checkpoint_every: 0\n", "train.checkpoint_every", "0"),
+        ("train:\n  checkpoint_every: -2\n", "train.checkpoint_every", "-2"),
     ],
 )
 def test_bad_value_names_key_and_value(tmp_path, text, key, shown_value):
@@ -89,6 +91,7 @@ def test_bad_value_names_key_and_value(tmp_path, text, key, shown_value):
         ("dequantize:\n  mode: gaussian\n", "dequantize.mode", ["'notebook'", "'uniform'", "'none'", "'binarize'"]),
         ("train:\n  precision: fp16\n", "train.precision", ["'fp32'", "'bf16'"]),
         ("sampler:\n  fit_on: samples\n", "sampler.fit_on", ["'mu'", "'draws'"]),
+        ("train:\n  lr_schedule: cosine\n", "train.lr_schedule", ["'constant'", "'burda'"]),
         ("model:\n  likelihood: poisson\n", "model.likelihood",
          ["'bernoulli'", "'continuous_bernoulli'", "'gaussian'"]),
     ],
@@ -149,8 +152,8 @@ def test_unknown_key_suggests_nearest(tmp_path, text, bad_key, suggestion):
 
 
 def test_unknown_key_without_near_match_lists_the_section_keys(tmp_path):
-    message = load_error(tmp_path, "train:\n  learning_rate_schedule: cosine\n")
-    assert "unknown key 'train.learning_rate_schedule'" in message
+    message = load_error(tmp_path, "train:\n  warp_drive: 9\n")
+    assert "unknown key 'train.warp_drive'" in message
     assert "allowed keys" in message
     for key in ("epochs", "batch_size", "lr", "objective"):
         assert key in message

@@ -119,6 +119,12 @@ class TrainParams(Section):
     # 0 means all; tests and quick looks use a slice
     max_examples: Count = 0
     threads: Count = 0
+    # constant: train.lr throughout; burda: Burda et al. (2015), 3^i passes at train.lr * 10^(-i/7),
+    # i = 0, 1, ... (3280 epochs for i = 0..7)
+    lr_schedule: Literal["constant", "burda"] = "constant"
+    # write models/train_state.pt (what `dvc repro` resumes from) after every this many epochs, and
+    # after the last
+    checkpoint_every: PositiveInt = 1
 
     @model_validator(mode="after")
     def _objective_settings(self):
