@@ -14,11 +14,8 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -27,6 +24,7 @@ import yaml
 from mnist_vae import tracking
 from mnist_vae.io import sha256_file
 from mnist_vae.team_server import free_port
+from test_pipeline import mlflow_ui
 from test_tracking import root, write_result  # noqa: F401  (root: a fixture)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,26 +64,8 @@ def tracked(root, tmp_path, monkeypatch):
 @pytest.fixture
 def ui(root, tracked):
     """`mlflow ui` over root's store on MLFLOW_UI_PORT (as `make ui` starts it); its base address."""
-    port = os.environ["MLFLOW_UI_PORT"]
-    proc = subprocess.Popen([str(BIN / "mlflow"), "ui", "--host", "127.0.0.1", "--port", port, "--workers", "1",
-                             "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}"],
-                            cwd=root, env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/health", timeout=5)
-                break
-            except OSError:
-                if time.time() > deadline or proc.poll() is not None:
-                    pytest.fail("the MLflow UI did not start")
-                time.sleep(0.5)
+    with mlflow_ui(root, int(os.environ["MLFLOW_UI_PORT"])) as base:
         yield base
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=60)
 
 
 def printed(lines: list[str], pattern: str) -> str:

@@ -423,20 +423,22 @@ def _user() -> str:
 
 
 def main(params_path: str = "params.yaml") -> None:
-    """`make ui`'s first line: where the experiment's training runs are (the server's, or the UI it starts)."""
+    """`make ui`'s first line: the address of the experiment's training runs (on the tracking server that
+    MLFLOW_TRACKING_URI names, or in the UI that `make ui` starts), in the Model training view."""
+    import sys
+
     from mnist_vae.params import load_params
 
-    logging.basicConfig(level=logging.WARNING, format="make ui: %(message)s")
     name = load_params(params_path).tracking.experiment
+    server = tracking_uri().startswith(("http://", "https://"))
     try:
         address = experiment_address(name)
+        found = "training runs" if "/experiments/" in address else "home page (the experiment has no runs yet)"
     except UserError as exc:  # a server that does not answer: its home page, and why
-        log.warning("%s", exc)
-        address = ui_address()
-    if tracking_uri().startswith(("http://", "https://")):
-        print(f"MLFLOW_TRACKING_URI names a tracking server; experiment '{name}' is at {address}")
-    else:
-        print(f"experiment '{name}' will be at {address} (the MLflow UI starts below; Ctrl-C stops it)")
+        print(f"make ui: {exc}", file=sys.stderr, flush=True)
+        address, found = ui_address(), "home page (the server did not say where the experiment is)"
+    where = "on the tracking server MLFLOW_TRACKING_URI names" if server else "in the MLflow UI starting below"
+    print(f"make ui: experiment '{name}', {where}: {found} at\n  {address}", flush=True)
 
 
 if __name__ == "__main__":
