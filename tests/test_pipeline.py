@@ -101,7 +101,7 @@ def repo(tmp_path_factory) -> Path:
     )
     sh("git", "init", "-q", cwd=root)
     commit(root, "init")
-    out = sh("dvc", "repro", cwd=root).stdout
+    out = sh("dvc", "repro", cwd=root, timeout=3600).stdout  # minutes on a busy machine
     assert ran_stages(out) == STAGES, out
     commit(root, "baseline")
     return root
