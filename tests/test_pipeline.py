@@ -202,9 +202,9 @@ def test_no_stage_but_track_imports_mlflow(fork):
 
 
 def test_dvc_sees_the_headline_metrics_and_plots(repo):
-    metrics = json.loads(sh("dvc", "metrics", "show", "--json", cwd=repo).stdout)
-    assert metrics["workspace"]["data"].keys() == {"metrics/headline.json"}  # the details are not DVC metrics
-    shown = metrics["workspace"]["data"]["metrics/headline.json"]["data"]
+    [metrics] = json.loads(sh("dvc", "metrics", "show", "--json", cwd=repo).stdout).values()  # the workspace's
+    assert metrics["data"].keys() == {"metrics/headline.json"}  # the details are not DVC metrics
+    shown = metrics["data"]["metrics/headline.json"]["data"]
     assert shown == json.loads((repo / "metrics/headline.json").read_text())
     assert shown.keys() == {name for name, number in headline.HEADLINE.items() if not number.optional}
     html = sh("dvc", "plots", "show", "-o", str(repo / "plots_html"), cwd=repo)
@@ -228,8 +228,8 @@ def test_the_committed_baseline_is_what_dvc_compares_with(fork, tmp_path):
     committed = json.loads((fork / "metrics/headline.json").read_text())
     clone = tmp_path / "clone"  # a fresh clone compares with the baseline before reproducing anything
     sh("git", "clone", "-q", str(fork), str(clone), cwd=tmp_path)
-    shown = json.loads(sh("dvc", "metrics", "show", "--json", cwd=clone).stdout)
-    assert shown["workspace"]["data"]["metrics/headline.json"]["data"] == committed
+    [shown] = json.loads(sh("dvc", "metrics", "show", "--json", cwd=clone).stdout).values()
+    assert shown["data"]["metrics/headline.json"]["data"] == committed
 
     set_params(fork, train={"lr": 0.002})
     assert ran_stages(sh("dvc", "repro", cwd=fork).stdout) == ["train", "evaluate", "headline", "render", "track"]
@@ -244,7 +244,7 @@ def test_the_committed_baseline_is_what_dvc_compares_with(fork, tmp_path):
     assert params == {"params.yaml": {"train.lr": {"old": 0.001, "new": 0.002}}}
     plots = sh("dvc", "plots", "diff", "--json", cwd=fork)
     assert "failed to load" not in plots.stdout + plots.stderr
-    curves = [d for d in json.loads(plots.stdout)["negative_elbo"] if d.get("type") == "vega"]
+    curves = [d for d in json.loads(plots.stdout)["data"]["negative_elbo"] if d.get("type") == "vega"]
     assert {rev for d in curves for rev in d["revisions"]} == {"HEAD", "workspace"}  # both curves, HEAD's from git
 
     exps = json.loads(sh("dvc", "exp", "show", "--json", cwd=fork).stdout)
