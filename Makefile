@@ -33,8 +33,8 @@ test: setup  ## the test suite (what CI runs)
 	$(BIN)/python -m pytest
 
 ui: setup  ## the MLflow UI on 127.0.0.1 over this project's store (a tracking server has its own)
-	@case "$${MLFLOW_TRACKING_URI:-}" in http://*|https://*) \
-	  echo "MLFLOW_TRACKING_URI names a tracking server: its UI is at that address"; exit 0;; esac; \
+	@$(BIN)/python -m mnist_vae.tracking
+	@case "$${MLFLOW_TRACKING_URI:-}" in http://*|https://*) exit 0;; esac; \
 	$(BIN)/mlflow ui --host 127.0.0.1 --port $${MLFLOW_UI_PORT:-5000} \
 	  --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}
 

@@ -14,14 +14,20 @@ def main(params):
                  "classifier": Path("metrics/classifier.json"), "sampler": Path("metrics/sampler.json")},
         artifacts={Path("metrics/history.csv"): "", Path("metrics/train.json"): "", Path("metrics/eval.json"): "",
                    Path("metrics/classifier.json"): "", Path("metrics/sampler.json"): "",
+                   Path("metrics/headline.json"): "",
                    Path("models/vae.pt"): "checkpoint", Path("models/sampler.pt"): "checkpoint",
                    Path("reports/figures"): "figures",
                    Path("reports/explorer.html"): ""},
         checkpoint=Path("models/vae.pt"),
+        headline=Path("metrics/headline.json"),
+        datasets={"training": Path("data/processed/train.npz"), "testing": Path("data/processed/test.npz")},
     )
     experiment_id, run_id, created = log_result(result)
+    after = "" if tracking_uri().startswith(("http://", "https://")) else " (after `make ui`)"
     print(f"{run_line(run_id, created)} in experiment '{params.tracking.experiment}' at {shown_uri(tracking_uri())}\n"
-          f"track: {ui_address(experiment_id, run_id)}")
+          f"track: {ui_address(experiment_id, run_id)}{after}")
+    if params.tracking.log_model:
+        print(f"track: the experiment's models: {ui_address(experiment_id, tab='models')}")
 
 
 if __name__ == "__main__":

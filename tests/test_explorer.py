@@ -29,7 +29,6 @@ from mnist_vae.params import ModelParams, Params, SamplerParams
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "mnist_small.npz"
-INSTALL = "apt-get install -y chromium chromium-driver"
 TOLERANCE = 1e-4  # max |page - PyTorch| on the [0, 1] image, before 8-bit rounding
 WIDTH, HEIGHT = 1280, 800
 
@@ -163,33 +162,8 @@ def test_the_page_is_one_file_that_names_no_other():
 
 
 @pytest.fixture(scope="module")
-def browser():
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver_path = shutil.which("chromedriver")
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.options import Options
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        webdriver = None
-    missing = [name for name, found in (("chromium", chromium), ("chromedriver", driver_path),
-                                        ("selenium", webdriver)) if not found]
-    if missing:
-        how = [INSTALL] if {"chromium", "chromedriver"} & set(missing) else []
-        how += ["pip install selenium"] if "selenium" in missing else []
-        reason = f"needs {', '.join(missing)}: {' and '.join(how)}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    options = Options()
-    options.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                f"--window-size={WIDTH},{HEIGHT}", "--disable-background-networking", "--no-first-run",
-                "--disable-extensions", "--disable-component-update", "--disable-sync"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    driver.set_page_load_timeout(60)
+def browser(launch_chromium):
+    driver = launch_chromium(WIDTH, HEIGHT, **{"goog:loggingPrefs": {"performance": "ALL", "browser": "ALL"}})
     yield driver
     driver.quit()
 

@@ -6,6 +6,7 @@ puts it back, and a test that needs a store or a checkout of its own works in a 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -24,13 +25,14 @@ import pytest
 import torch
 import yaml
 
+from mnist_vae import headline, tracking
 from mnist_vae.team_server import free_port
-from mnist_vae.params import Params
+from mnist_vae.params import Params, load_params
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "mnist_small.npz"
 BIN = Path(sys.executable).parent
-STAGES = ["download", "dequantize", "classifier", "train", "sampler", "evaluate", "render", "track"]
+STAGES = ["download", "dequantize", "classifier", "train", "sampler", "evaluate", "headline", "render", "track"]
 
 pytestmark = pytest.mark.slow
 
@@ -100,7 +102,7 @@ def repo(tmp_path_factory) -> Path:
     )
     sh("git", "init", "-q", cwd=root)
     commit(root, "init")
-    out = sh("dvc", "repro", cwd=root).stdout
+    out = sh("dvc", "repro", cwd=root, timeout=3600).stdout  # minutes on a busy machine
     assert ran_stages(out) == STAGES, out
     commit(root, "baseline")
     return root
@@ -190,6 +192,8 @@ def test_the_dag_has_exactly_the_pipelines_edges(repo):
         ("classifier", "track"), ("dequantize", "sampler"), ("train", "sampler"),
         ("sampler", "evaluate"), ("sampler", "render"), ("sampler", "track"),
         ("train", "evaluate"), ("train", "render"), ("train", "track"), ("evaluate", "track"), ("render", "track"),
+        ("classifier", "headline"), ("train", "headline"), ("evaluate", "headline"), ("headline", "track"),
+        ("dequantize", "track"),
     }
 
 
@@ -204,13 +208,58 @@ def test_no_stage_but_track_imports_mlflow(fork):
     assert proc.returncode != 0 and "this stage imported mlflow" in proc.stderr  # the poison works
 
 
-def test_dvc_sees_metrics_and_plots(repo):
-    metrics = json.dumps(json.loads(sh("dvc", "metrics", "show", "--json", cwd=repo).stdout))
-    assert "iw_nll" in metrics and "train_total" in metrics
+def test_dvc_sees_the_headline_metrics_and_plots(repo):
+    [metrics] = json.loads(sh("dvc", "metrics", "show", "--json", cwd=repo).stdout).values()  # the workspace's
+    assert metrics["data"].keys() == {"metrics/headline.json"}  # the details are not DVC metrics
+    shown = metrics["data"]["metrics/headline.json"]["data"]
+    assert shown == json.loads((repo / "metrics/headline.json").read_text())
+    # every number but bits per dimension (dequantize.mode uniform only); the fitted gmm's are there
+    assert shown.keys() == {name for name in headline.HEADLINE if name != "test_bpd"}
     html = sh("dvc", "plots", "show", "-o", str(repo / "plots_html"), cwd=repo)
     assert html.returncode == 0 and (repo / "plots_html" / "index.html").is_file()
     report = (repo / "plots_html" / "index.html").read_text()
     assert "reports_figures_samples_png" in report and "Negative ELBO" in report
+
+
+def metric_columns(exp_show: list[dict]) -> set[str]:
+    """The metric columns of `dvc exp show --json`: every file's keys, over every row."""
+    rows = [exp_show[0], *[e for row in exp_show for exp in row.get("experiments") or [] for e in exp["revs"]]]
+    return {f"{path}:{key}" for row in rows for path, found in ((row.get("data") or {}).get("metrics") or {}).items()
+            for key in found.get("data", {})}
+
+
+def test_the_committed_baseline_is_what_dvc_compares_with(fork, tmp_path):
+    # the fixture committed the pipeline's result as a user commits the baseline: dvc.lock with the
+    # headline and the history, which git tracks while every other output stays DVC's
+    assert sh("git", "ls-files", "dvc.lock", "metrics", cwd=fork).stdout.split() == [
+        "dvc.lock", "metrics/headline.json", "metrics/history.csv"]
+    committed = json.loads((fork / "metrics/headline.json").read_text())
+    clone = tmp_path / "clone"  # a fresh clone compares with the baseline before reproducing anything
+    sh("git", "clone", "-q", str(fork), str(clone), cwd=tmp_path)
+    [shown] = json.loads(sh("dvc", "metrics", "show", "--json", cwd=clone).stdout).values()
+    assert shown["data"]["metrics/headline.json"]["data"] == committed
+
+    set_params(fork, train={"lr": 0.002})
+    assert ran_stages(sh("dvc", "repro", cwd=fork).stdout) == ["train", "sampler", "evaluate", "headline", "render", "track"]
+    now = json.loads((fork / "metrics/headline.json").read_text())
+    proc = sh("dvc", "metrics", "diff", "--json", cwd=fork)
+    diff = json.loads(proc.stdout)["metrics/headline.json"]
+    assert "failed to load" not in proc.stderr
+    assert {k: (v["old"], v["new"]) for k, v in diff.items()} == {
+        k: (committed[k], now[k]) for k in committed if committed[k] != now[k]}  # HEAD beside the workspace
+    assert "test_nll_iwae" in diff and "sample_fid" in diff  # another learning rate, other numbers
+    params = json.loads(sh("dvc", "params", "diff", "--json", cwd=fork).stdout)
+    assert params == {"params.yaml": {"train.lr": {"old": 0.001, "new": 0.002, "diff": 0.001}}}
+    plots = sh("dvc", "plots", "diff", "--json", cwd=fork)
+    assert "failed to load" not in plots.stdout + plots.stderr
+    curves = [d for d in json.loads(plots.stdout)["data"]["negative_elbo"] if d.get("type") == "vega"]
+    assert {rev for d in curves for rev in d["revisions"]} == {"HEAD", "workspace"}  # both curves, HEAD's from git
+
+    exps = json.loads(sh("dvc", "exp", "show", "--json", cwd=fork).stdout)
+    columns = metric_columns(exps)
+    assert columns == {f"metrics/headline.json:{k}" for k in committed} and len(columns) <= 15
+    baseline = next(row for row in exps if row["rev"] != "workspace")
+    assert baseline["data"]["metrics"]["metrics/headline.json"]["data"] == committed  # a row of numbers, not '!'
 
 
 def test_the_run_is_complete(repo):
@@ -222,7 +271,8 @@ def test_the_run_is_complete(repo):
     params = run.data.params
     assert params["model.latent_dim"] == "20" and params["train.lr"] == "0.001"
     assert params["evaluate.iw_samples"] == "10" and params["render.samples_grid"] == "4"
-    for tag in ("git_commit", "git_dirty", "train_data_sha256", "torch_version", "device", "fingerprint"):
+    for tag in ("mlflow.source.git.commit", "mlflow.source.git.dirty", "mlflow.source.name", "train_data_sha256",
+                "torch_version", "device", "fingerprint"):
         assert run.data.tags.get(tag), tag
     with open(repo / "metrics/history.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -246,7 +296,8 @@ def test_the_run_is_complete(repo):
     model = mlflow.pytorch.load_model(f"models:/pipeline-vae/{version.version}")
     mu, logvar = model.encode(torch.rand(2, 784))
     assert mu.shape == (2, 20) and model.sample(3).shape == (3, 784)
-    by_run = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
+    name = tracking.model_name(load_params(repo / "params.yaml"))
+    by_run = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/{name}")
     torch.testing.assert_close(by_run.state_dict(), model.state_dict())
 
 
@@ -315,7 +366,7 @@ def test_an_unreachable_store_fails_track_alone_with_one_line(fork):
     before = {p: p.read_bytes() for p in [*(fork / "metrics").iterdir(), fork / "models/vae.pt"]}
     set_params(fork, evaluate={"iw_samples": 4})
     proc = sh("dvc", "repro", cwd=fork, check=False, MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}")
-    assert proc.returncode != 0 and ran_stages(proc.stdout) == ["evaluate", "track"]
+    assert proc.returncode != 0 and ran_stages(proc.stdout) == ["evaluate", "headline", "track"]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("track: error:")]
     assert len(errors) == 1 and f"http://127.0.0.1:{port}" in errors[0] and "Traceback" not in proc.stderr
     assert (fork / "models/vae.pt").read_bytes() == before[fork / "models/vae.pt"]
@@ -337,26 +388,29 @@ def wait_for(predicate, what: str, timeout: float = 120):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_an_interrupted_training_leaves_nothing_fresh_and_the_next_repro_matches(fork, sig):
-    set_params(fork, train={"epochs": 4})
+    # interrupted once its first epoch has ended, in a training of so many epochs that it cannot end
+    # before the signal arrives however slow or busy the machine (100000 epochs: hours, at any speed)
+    set_params(fork, train={"epochs": 100_000})
     log = open(fork / "repro.log", "w+")
-    proc = subprocess.Popen(["dvc", "repro"], cwd=fork, env=env(), stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(["dvc", "repro"], cwd=fork, env=env(PYTHONUNBUFFERED="1"), stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait_for(lambda: "epoch   1" in (fork / "repro.log").read_text(), "the first epoch")
+        wait_for(lambda: "epoch   1  train" in (fork / "repro.log").read_text(), "the first epoch", timeout=600)
         os.killpg(proc.pid, sig)  # as Ctrl-C in a terminal, or a queue worker's kill, reaches every process
-        proc.wait(timeout=60)
+        proc.wait(timeout=120)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     output = (fork / "repro.log").read_text()
-    assert proc.returncode != 0 and "train: interrupted" in output
+    assert proc.returncode != 0 and "train: interrupted" in output, output[-3000:]
     assert not (fork / "models/vae.pt").exists() and not (fork / "metrics/history.csv").exists()
     assert "RUNNING" not in statuses(fork).values() and len(runs(fork)) == 1  # track never ran
     assert "train:" in sh("dvc", "status", cwd=fork).stdout  # nothing claims to be up to date
-    assert ran_stages(sh("dvc", "repro", cwd=fork).stdout) == ["train", "evaluate", "render", "track"]
+    set_params(fork, train={"epochs": 4})
+    assert ran_stages(sh("dvc", "repro", cwd=fork).stdout) == ["train", "sampler", "evaluate", "headline", "render", "track"]
     interrupted_then_rerun = history_numbers(fork)
     assert len(interrupted_then_rerun) == 4
-    sh("dvc", "repro", "-s", "-f", "train", cwd=fork)  # the same params again, uninterrupted
+    sh("dvc", "repro", "-s", "-f", "train", cwd=fork)  # the same params again, never interrupted
     assert history_numbers(fork) == interrupted_then_rerun
     assert set(statuses(fork).values()) == {"FINISHED"}
 
@@ -416,7 +470,7 @@ def test_a_render_param_reruns_render_and_track_only(fork):
 
 def test_latent_dim_reruns_training_and_logs_a_new_run(fork):
     set_params(fork, model={"latent_dim": 2})
-    assert ran_stages(sh("dvc", "repro", cwd=fork).stdout) == ["train", "evaluate", "render", "track"]
+    assert ran_stages(sh("dvc", "repro", cwd=fork).stdout) == ["train", "sampler", "evaluate", "headline", "render", "track"]
     assert (fork / "reports/figures/manifold.png").is_file()  # latent_dim 2 adds the decoded manifold
     assert [r.data.params["model.latent_dim"] for r in runs(fork)] == ["20", "2"]
 
@@ -442,22 +496,7 @@ def test_bad_params_and_corrupt_data_stop_with_one_line(fork):
 
 def test_the_mlflow_ui_opens_the_experiment_on_its_runs_and_serves_figures(repo):
     port = free_port()
-    # the Makefile's `ui` target, without its set-up prerequisite (this test already runs inside the venv)
-    ui = subprocess.Popen([str(BIN / "mlflow"), "ui", "--host", "127.0.0.1", "--port", str(port),
-                           "--backend-store-uri", f"sqlite:///{repo / 'mlflow.db'}"],
-                          cwd=repo, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                          start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/health", timeout=2)
-                break
-            except OSError:
-                if time.time() > deadline or ui.poll() is not None:
-                    pytest.fail("the MLflow UI did not start")
-                time.sleep(0.5)
+    with mlflow_ui(repo, port) as base:
         got = json.load(urllib.request.urlopen(
             f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=pipeline-test"))["experiment"]
         tags = {t["key"]: t["value"] for t in got.get("tags", [])}
@@ -471,6 +510,28 @@ def test_the_mlflow_ui_opens_the_experiment_on_its_runs_and_serves_figures(repo)
         png = urllib.request.urlopen(
             f"{base}/get-artifact?path=figures/samples.png&run_uuid={run['info']['run_id']}").read()
         assert png == (repo / "reports/figures/samples.png").read_bytes()
+
+
+@contextlib.contextmanager
+def mlflow_ui(root: Path, port: int):
+    """`mlflow ui` on 127.0.0.1:port over root's store, as the Makefile's `ui` target starts it (without
+    its set-up prerequisite: the tests run inside the venv) but with one worker; yields its address."""
+    ui = subprocess.Popen([str(BIN / "mlflow"), "ui", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+                           "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}"],
+                          cwd=root, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/health", timeout=5)
+                break
+            except OSError:
+                if time.time() > deadline or ui.poll() is not None:
+                    pytest.fail("the MLflow UI did not start")
+                time.sleep(0.5)
+        yield base
     finally:
         os.killpg(ui.pid, signal.SIGTERM)
-        ui.wait(timeout=30)
+        ui.wait(timeout=60)

@@ -6,11 +6,13 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from mnist_vae import tracking
 from mnist_vae.errors import UserError
+from mnist_vae.io import save_npz, sha256_file
 from mnist_vae.model import VAE, save_checkpoint
 from mnist_vae.team_server import free_port
 from mnist_vae.params import Params
@@ -48,7 +50,8 @@ HISTORY = [
 
 
 def write_result(root: Path, params: Params | None = None) -> tracking.Result:
-    """The files the pipeline's stages write, small: a tiny model, two epochs, one metric file, a figure."""
+    """The files the pipeline's stages write, small: a tiny model, two epochs, one metric file, the
+    headline, a figure, and a training and a test set of a few digits."""
     params = params or Params(model={"hidden_dims": [8], "latent_dim": 2}, tracking={"registered_model": "tiny-vae"})
     torch.manual_seed(0)
     save_checkpoint(root / "models/vae.pt", VAE(params.model), {"device": "cpu", "torch_version": "2.13.0"})
@@ -60,28 +63,41 @@ def write_result(root: Path, params: Params | None = None) -> tracking.Result:
     (root / "metrics/eval.json").write_text(json.dumps(
         {"test": {"nelbo": 101.5, "iw_nll": 99.25}, "likelihood": {"normalised": False, "note": "text"},
          "posterior": {"active_units": 2, "kl_per_dim": [1.0, 2.0]}}))
+    (root / "metrics/headline.json").write_text(json.dumps({"test_nll_iwae": 99.25, "sample_fid": 12.5}))
     (root / "reports/figures").mkdir(parents=True, exist_ok=True)
     (root / "reports/figures/samples.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    digits = np.random.default_rng(0)
+    for split, n in (("train", 12), ("test", 5)):
+        save_npz(root / f"data/processed/{split}.npz", {"x": digits.random((n, 784), dtype=np.float32),
+                                                        "y": digits.integers(0, 10, n).astype(np.uint8)})
     return tracking.Result(
         params=params, history=root / "metrics/history.csv", metrics={"eval": root / "metrics/eval.json"},
         artifacts={root / "metrics/eval.json": "", root / "reports/figures": "figures",
                    root / "models/vae.pt": "checkpoint"},
-        checkpoint=root / "models/vae.pt",
+        checkpoint=root / "models/vae.pt", headline=root / "metrics/headline.json",
+        datasets={"training": root / "data/processed/train.npz", "testing": root / "data/processed/test.npz"},
     )
 
 
 @pytest.fixture
-def store(tmp_path, monkeypatch):
-    """A fresh embedded store under tmp_path (the repository root as far as tracking is concerned)."""
+def root(tmp_path, monkeypatch):
+    """tmp_path as the repository root as far as tracking is concerned (its store: tmp_path/mlflow.db)."""
     import mlflow
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("DVC_EXP_NAME", raising=False)
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     monkeypatch.chdir(tmp_path)  # where MLflow puts the artifacts of an experiment made without a location
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    yield mlflow.MlflowClient(uri)
+    yield tmp_path
     mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture
+def store(root):
+    """A fresh embedded store under tmp_path."""
+    import mlflow
+
+    return mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
 
 
 def all_runs(client):
@@ -106,7 +122,8 @@ def test_one_run_holds_params_histories_metrics_artifacts_tags_and_model(store, 
     assert not any("note" in k or "kl_per_dim" in k or "normalised" in k for k in run.data.metrics)
     assert run.data.tags[tracking.FINGERPRINT] == result.fingerprint()
     assert run.data.tags["device"] == "cpu" and run.data.tags["torch_version"] == "2.13.0"
-    assert {"git_commit", "git_dirty"} <= run.data.tags.keys()
+    assert run.data.tags["mlflow.source.name"] == "dvc.yaml" and run.data.tags["mlflow.source.type"] == "LOCAL"
+    assert "git_commit" not in run.data.tags  # MLflow's own tags (mlflow.source.git.*) in a git checkout
     experiment = store.get_experiment(experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     names = {a.path for a in store.list_artifacts(run_id)} | {a.path for a in store.list_artifacts(run_id, "figures")}
@@ -117,10 +134,64 @@ def test_one_run_holds_params_histories_metrics_artifacts_tags_and_model(store, 
     model = mlflow.pytorch.load_model(f"models:/tiny-vae/{version.version}")
     assert isinstance(model, VAE) and model.encode(torch.rand(3, 784))[0].shape == (3, 2)
     assert model.dequantize == result.params.dequantize.mode
-    assert isinstance(mlflow.pytorch.load_model(f"runs:/{run_id}/model"), VAE)  # the model is in the run's experiment
+    name = tracking.model_name(result.params)
+    assert name == "vae-mlp-bernoulli-z2"
+    assert isinstance(mlflow.pytorch.load_model(f"runs:/{run_id}/{name}"), VAE)  # the model is in the run's experiment
     info = mlflow.models.get_model_info(f"models:/tiny-vae/{version.version}")
     assert info.flavors["python_function"]["loader_module"] == "mnist_vae.serving"  # the served pyfunc
     assert {p.name for p in info.signature.params.params} == {"task", "n", "seed", "temperature", "sampler"}
+
+
+def test_the_run_page_shows_its_datasets_and_a_named_model_with_the_curves_and_the_headline(store, tmp_path):
+    result = write_result(tmp_path)
+    experiment_id, run_id, _ = tracking.log_result(result)
+    run = store.get_run(run_id)
+    inputs = {i.dataset.name: i for i in run.inputs.dataset_inputs}
+    assert sorted(inputs) == ["mnist-test", "mnist-train"]
+    for name, context, path in (("mnist-train", "training", "data/processed/train.npz"),
+                                ("mnist-test", "testing", "data/processed/test.npz")):
+        dataset = inputs[name].dataset
+        assert dataset.digest == sha256_file(tmp_path / path)[:16]
+        assert (dataset.source_type, json.loads(dataset.source)) == ("local", {"uri": path})
+        assert {t.key: t.value for t in inputs[name].tags} == {"mlflow.data.context": context}
+    assert json.loads(inputs["mnist-test"].dataset.profile)["features_shape"] == [5, 784]
+
+    [model] = store.search_logged_models([experiment_id])
+    assert model.name == "vae-mlp-bernoulli-z2" and model.source_run_id == run_id
+    assert str(model.status) == "READY" and model.model_type == "VAE"
+    assert model.params["model.latent_dim"] == "2" and "tracking.experiment" not in model.params
+    assert [(o.model_id, o.step) for o in run.outputs.model_outputs] == [(model.model_id, 2)]  # the last epoch's
+    linked = {(m.key, m.step): m.value for m in model.metrics}
+    assert linked[("test_nll_iwae", 0)] == 99.25 and linked[("sample_fid", 0)] == 12.5  # the headline
+    assert linked[("train_total", 2)] == 150.0 and ("train_total", 1) not in linked  # the curve at the model's epoch
+    assert not any(key.startswith("eval.") for key, _ in linked)  # the details stay the run's alone
+    assert [m.value for m in store.get_metric_history(run_id, "train_total")] == [200.0, 150.0]  # the whole curve
+    assert run.data.metrics["eval.test.iw_nll"] == 99.25 and run.data.metrics["sample_fid"] == 12.5
+
+
+def test_model_names_tell_models_apart():
+    def name(**sections):
+        return tracking.model_name(Params(**sections))
+
+    assert name() == "vae-mlp-bernoulli-z20"
+    assert name(model={"architecture": "conv", "likelihood": "gaussian", "latent_dim": 2}) == "vae-conv-gaussian-z2"
+    assert name(train={"objective": "iwae", "iw_samples": 5}) == "iwae-k5-mlp-bernoulli-z20"
+    assert name(train={"beta": 0.5}) == "beta0p5-vae-mlp-bernoulli-z20"  # no '.', which MLflow refuses in a name
+
+
+def test_every_ui_address_opens_the_model_training_view(root, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_UI_PORT", "5123")
+    base = "http://127.0.0.1:5123/#/"
+    assert tracking.ui_address() == base + "?workflowType=machine_learning"
+    assert tracking.ui_address("7") == base + "experiments/7/runs?workflowType=machine_learning"
+    assert tracking.ui_address("7", tab="models") == base + "experiments/7/models?workflowType=machine_learning"
+    assert tracking.ui_address("7", "abc") == base + "experiments/7/runs/abc?workflowType=machine_learning"
+    assert tracking.experiment_address("mnist-vae") == tracking.ui_address()  # no store yet: the home page
+    assert not (tmp_path / "mlflow.db").exists()  # and none was made to find out
+    experiment_id, _, _ = tracking.log_result(write_result(tmp_path))
+    assert tracking.experiment_address("mnist-vae") == tracking.ui_address(experiment_id)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://ann:s3cret@team:5000/")
+    assert tracking.ui_address("7") == "http://ann:***@team:5000/#/experiments/7/runs?workflowType=machine_learning"
 
 
 def test_the_same_result_is_logged_once_and_a_changed_one_is_a_new_run(store, tmp_path):
@@ -164,6 +235,8 @@ def test_an_interrupt_while_logging_ends_the_run_failed_and_the_next_track_start
         tracking.log_result(result)
     [failed] = all_runs(store)
     assert failed.info.status == "FAILED"
+    [model] = store.search_logged_models([failed.info.experiment_id])
+    assert str(model.status) == "FAILED"  # the model it had begun, too
     monkeypatch.undo()
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     _, run_id, created = tracking.log_result(result)

@@ -3,7 +3,7 @@
 Using a trained model (see mnist_vae.inference for shapes and ranges)::
 
     from mnist_vae import load, preprocess, postprocess
-    vae = load("models/vae.pt")                     # or "runs:/<id>/model", "models:/mnist-vae/1"
+    vae = load("models/vae.pt")                     # or "runs:/<id>/vae-mlp-bernoulli-z20", "models:/mnist-vae/1"
     x = preprocess(pixels, vae.dequantize)          # uint8 (N, 28, 28) -> float32 (N, 784) model input
     mu, logvar = vae.encode(x)                      # each (N, latent_dim)
     images = postprocess(vae.mean(vae.decode(mu)))  # uint8 (N, 28, 28)

@@ -1,6 +1,6 @@
 """The `mnist-vae` command: use a trained VAE from the shell (sample, reconstruct, encode, decode,
 interpolate, traverse, info). Each subcommand has --help; each takes --model as a checkpoint path
-(default models/vae.pt), runs:/<run id>/model or models:/<name>/<version>.
+(default models/vae.pt), runs:/<run id>/<model name> or models:/<name>/<version>.
 
 Test digits are named by their index in the test set: data/raw/mnist.npz's pixels through
 `preprocess` (deterministic, and what a client of the served model sends), or without it
@@ -318,7 +318,7 @@ def positive_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--model", default=inference.DEFAULT_MODEL,
-                        help="a checkpoint (default models/vae.pt), runs:/<run id>/model or models:/<name>/<version> "
+                        help="a checkpoint (default models/vae.pt), runs:/<run id>/<model name> or models:/<name>/<version> "
                              "(MLflow; MLFLOW_TRACKING_URI from the environment)")
     common.add_argument("--dequantize", choices=inference.DEQUANTIZE_MODES,
                         help="the dequantization the model was trained with (default: read from dvc.lock / params.yaml "

@@ -113,7 +113,7 @@ class Origin:
 
 
 def load(source: Union[str, os.PathLike] = DEFAULT_MODEL, dequantize: Optional[str] = None):
-    """Load a trained VAE (in eval mode, on the CPU) from a checkpoint path, ``runs:/<run id>/model`` or
+    """Load a trained VAE (in eval mode, on the CPU) from a checkpoint path, ``runs:/<run id>/<model name>`` or
     ``models:/<name>/<version>`` (MLflow, with MLFLOW_TRACKING_URI from the environment).
 
     The returned ``mnist_vae.model.VAE`` has two more attributes: ``dequantize``, the mode it was
@@ -129,7 +129,7 @@ def load(source: Union[str, os.PathLike] = DEFAULT_MODEL, dequantize: Optional[s
     if uri.startswith(("runs:/", "models:/")):
         model, origin = _load_mlflow(uri, dequantize)
     elif "://" in uri or uri.startswith(("models:", "runs:")):
-        raise UserError(f"--model {uri!r} is neither a checkpoint path nor runs:/<run id>/model nor models:/<name>/<version>")
+        raise UserError(f"--model {uri!r} is neither a checkpoint path nor runs:/<run id>/<model name> nor models:/<name>/<version>")
     else:
         model, origin = _load_checkpoint(Path(uri), dequantize)
     model.dequantize = origin.details.pop("dequantize")
@@ -143,7 +143,7 @@ def _load_checkpoint(path: Path, dequantize: Optional[str]):
     from mnist_vae.model import load_checkpoint
 
     if not path.exists():
-        raise UserError(f"model {path} does not exist; train one with `dvc repro train` or pass --model PATH|runs:/<id>/model|models:/<name>/<version>")
+        raise UserError(f"model {path} does not exist; train one with `dvc repro train` or pass --model PATH|runs:/<id>/<model name>|models:/<name>/<version>")
     model = load_checkpoint(path)
     samplers.attach(model, path)
     if dequantize:
