@@ -23,7 +23,7 @@ import torch.nn as nn
 import yaml
 
 from mnist_vae import evaluation, explorer, objectives, samplers
-from mnist_vae.io import save_npz
+from mnist_vae.io import save_npz, sha256_file
 from mnist_vae.model import VAE, save_checkpoint
 from mnist_vae.params import ModelParams, Params, SamplerParams
 
@@ -408,12 +408,15 @@ def test_no_request_leaves_the_page_and_it_fits_1280x800(browser, pages, arch, t
 
 
 def _render_workspace(root: Path, explorer_on: bool) -> dict:
-    """A folder laid out as the render stage reads it (small MLP, 100 fixture test digits, every figure
-    off), and the environment to run the stage in."""
+    """A folder laid out as the render stage reads it (small MLP with a fitted 3-component sampler, 100
+    fixture test digits, every figure off), and the environment to run the stage in."""
     x, y = fixture_digits(100)
     save_npz(root / "data/processed/test.npz", {"x": x.numpy(), "y": y})
     torch.manual_seed(0)
-    save_checkpoint(root / "models/vae.pt", VAE(ModelParams(hidden_dims=[32], latent_dim=3)))
+    model = VAE(ModelParams(hidden_dims=[32], latent_dim=3))
+    save_checkpoint(root / "models/vae.pt", model)
+    state, _ = samplers.fit(model, x, SamplerParams(gmm_components=3), 0)  # as the sampler stage writes it
+    samplers.save(root / "models/sampler.pt", state, sha256_file(root / "models/vae.pt"))
     params = Params().model_dump()
     params["render"] = {"samples_grid": 0, "interpolation_rows": 0, "reconstructions": 0, "latent_points": 0,
                         "manifold_grid": 0, "histograms": False, "curves": False, "class_sheet": 0,

@@ -234,8 +234,8 @@ def get_or_create_experiment(client, name: str, artifact_location: str | None) -
     return experiment.experiment_id
 
 
-def log_model(run_id: str, checkpoint: Path, registered_name: str, dequantize: str, model_id: str,
-              step: int) -> None:
+def log_model(run_id: str, checkpoint: Path, registered_name: str, dequantize: str, model_id: str | None = None,
+              step: int | None = None) -> None:
     """Log the VAE with mnist_vae.serving and register it as a new version of `registered_name`:
     mlflow.pytorch.load_model gives back the VAE (its `dequantize` attribute the mode it was trained
     with), and its pyfunc, with a signature and an input example, answers `mlflow models serve`.
@@ -245,15 +245,16 @@ def log_model(run_id: str, checkpoint: Path, registered_name: str, dequantize: s
     beside it (checkpoint/vae.pt) holds tensors only and loads with torch.load(weights_only=True).
     The samplers fitted to the checkpoint (models/sampler.pt beside it, when there is one; refused if
     fitted to another checkpoint) go inside the logged model, so it samples as the checkpoint does.
-    `model_id`: the LoggedModel (made by the caller) that receives it; `step`: the epoch it is from."""
+    `model_id`: the LoggedModel (made by the caller) that receives it, or a new one in the run's
+    experiment when None; `step`: the epoch it is from."""
     from mnist_vae import samplers, serving
     from mnist_vae.model import load_checkpoint
 
     vae = load_checkpoint(checkpoint)
     fitted = samplers.beside(checkpoint)
     vae.samplers = samplers.load(fitted, checkpoint) if fitted.is_file() else None
-    serving.log_model(vae, dequantize, registered_model_name=registered_name, run_id=run_id,
-                      model_id=model_id, step=step)
+    linked = {k: v for k, v in (("model_id", model_id), ("step", step)) if v is not None}
+    serving.log_model(vae, dequantize, registered_model_name=registered_name, run_id=run_id, **linked)
 
 
 @contextlib.contextmanager
