@@ -19,10 +19,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
-from mnist_vae import tracking
-from mnist_vae.io import sha256_file
+from mnist_vae import samplers, tracking
+from mnist_vae.io import load_npz, sha256_file
+from mnist_vae.model import load_checkpoint
+from mnist_vae.params import SamplerParams
 from mnist_vae.team_server import free_port
 from test_pipeline import mlflow_ui
 from test_tracking import root, write_result  # noqa: F401  (root: a fixture)
@@ -48,6 +51,11 @@ def tracked(root, tmp_path, monkeypatch):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(result.params.model_dump(), sort_keys=False))
     (tmp_path / "metrics/train.json").write_text(json.dumps({"total_time": 4.0}))
     (tmp_path / "metrics/classifier.json").write_text(json.dumps({"test_accuracy": 0.97}))
+    model = load_checkpoint(tmp_path / "models/vae.pt")  # and its fitted sampler, as the sampler stage writes it
+    x = torch.from_numpy(load_npz(tmp_path / "data/processed/train.npz", ("x",), "dequantize")["x"])
+    state, summary = samplers.fit(model, x, SamplerParams(gmm_components=2), 0)
+    samplers.save(tmp_path / "models/sampler.pt", state, sha256_file(tmp_path / "models/vae.pt"))
+    (tmp_path / "metrics/sampler.json").write_text(json.dumps(summary))
     (tmp_path / "reports/explorer.html").write_text("<!doctype html><title>explorer</title>\n")
     (tmp_path / ".gitignore").write_text("/mlflow.db*\n/mlartifacts/\n/models/\n/data/\n")
     git(tmp_path, "init", "-q")
@@ -116,9 +124,11 @@ def grid_columns(driver) -> dict[str, str]:
         columns.update(seen)
         if at_end:
             return columns
-        driver.execute_script("const bar = document.querySelector('.ag-body-horizontal-scroll-viewport');"
-                              "bar.scrollLeft += bar.clientWidth / 2;")
-        WebDriverWait(driver, 60).until(lambda d: drawn()[0].keys() != seen.keys())
+        left = driver.execute_script("const bar = document.querySelector('.ag-body-horizontal-scroll-viewport');"
+                                     "bar.scrollLeft += bar.clientWidth / 2; return bar.scrollLeft;")
+        # the grid has drawn the columns scrolled into view (or had them drawn already: then at least
+        # the scroll has moved, and the next round reads them again)
+        WebDriverWait(driver, 60).until(lambda d: drawn()[0].keys() != seen.keys() or drawn()[1] or left > 0)
 
 
 def assert_training_view(driver):
