@@ -336,10 +336,10 @@ def test_a_teammate_pulls_an_experiment_and_gets_its_result_without_training(tea
     assert f"already run {runs['exp-a'].info.run_id}" in forced.stdout + forced.stderr  # found by its fingerprint
     assert {r.info.run_id for r in experiment_runs(team, project.experiment)} == before
     shown = json.loads(sh("dvc", "metrics", "show", "--json", cwd=root).stdout)
-    local = next(iter(shown.values()))["data"]["metrics/eval.json"]["data"]["test"]
+    local = next(iter(shown.values()))["data"]["metrics/headline.json"]["data"]
     server = runs["exp-a"].data.metrics
-    assert local["nelbo"] == pytest.approx(server["eval.test.nelbo"], rel=1e-12)
-    assert local["iw_nll"] == pytest.approx(server["eval.test.iw_nll"], rel=1e-12)
+    assert local["test_nelbo"] == pytest.approx(server["test_nelbo"], rel=1e-12)
+    assert local["test_nll_iwae"] == pytest.approx(server["eval.test.iw_nll"], rel=1e-12)
 
 
 def test_track_fails_in_one_line_while_the_server_is_down_and_logs_once_when_it_is_back(team, project):

@@ -74,13 +74,14 @@ class Spec:
 
 
 def pipeline_metrics(root: Path) -> dict[str, Path]:
-    """The metrics files the pipeline writes (dvc.yaml's `metrics:`), by stem."""
+    """The JSON files the pipeline writes under metrics/ (dvc.yaml's `metrics:` and `outs:`), by stem."""
     try:
         stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
     except (OSError, yaml.YAMLError, KeyError, TypeError):
         raise UserError(f"{root / 'dvc.yaml'} is missing or unreadable; run the search in a clone of the project") from None
-    paths = [Path(next(iter(m)) if isinstance(m, dict) else m) for s in stages.values() for m in s.get("metrics", [])]
-    return {p.stem: p for p in paths if p.suffix == ".json"}
+    paths = [Path(next(iter(m)) if isinstance(m, dict) else m)
+             for s in stages.values() for kind in ("metrics", "outs") for m in s.get(kind, [])]
+    return {p.stem: p for p in paths if p.suffix == ".json" and p.parent == Path("metrics")}
 
 
 def load_spec(root: Path) -> Spec:
