@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_pipeline import (env, fork, history_numbers, ran_stages, repo, runs, set_params, sh,  # noqa: F401
+from test_pipeline import (env, fork, history_numbers, ran_stages, runs, set_params, sh,  # noqa: F401
                            statuses, wait_for)
 
 pytestmark = pytest.mark.slow
@@ -187,7 +187,7 @@ def test_a_resumed_and_an_extended_result_are_each_one_complete_mlflow_run(fork,
     assert code != 0 and len(runs(fork)) == 1, output
     out = sh("dvc", "repro", cwd=fork)
     assert RESUMED.format(EPOCHS, EPOCHS) in out.stdout + out.stderr
-    assert ran_stages(out.stdout) == ["train", "evaluate", "render", "track"]
+    assert ran_stages(out.stdout) == ["train", "sampler", "evaluate", "headline", "render", "track"]
     found = runs(fork)
     assert len(found) == 2 and set(statuses(fork).values()) == {"FINISHED"}
     [new] = [r for r in found if r.info.run_id != baseline.info.run_id]

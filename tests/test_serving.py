@@ -1,6 +1,7 @@
 """The logged model: still the VAE for mlflow.pytorch, a pyfunc with a signature, and a real
 `mlflow models serve` of the registered model answering as the local API does."""
 
+import contextlib
 import json
 import os
 import signal
@@ -113,7 +114,8 @@ def server(registered_vae, tmp_path_factory):
     """`mlflow models serve -m models:/mnist-vae/<version> --env-manager local` on 127.0.0.1; stopped after."""
     port = free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
-    env = {**registered_vae.env, "no_proxy": "127.0.0.1", "NO_PROXY": "127.0.0.1"}
+    env = {**registered_vae.env, "no_proxy": "127.0.0.1", "NO_PROXY": "127.0.0.1",  # serve execs uvicorn from PATH
+           "PATH": os.pathsep.join([os.path.dirname(sys.executable), registered_vae.env.get("PATH", os.environ["PATH"])])}
     cmd = [os.path.join(os.path.dirname(sys.executable), "mlflow"), "models", "serve", "-m",
            f"models:/mnist-vae/{registered_vae.version}", "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port),
            "-w", "1"]
@@ -132,12 +134,13 @@ def server(registered_vae, tmp_path_factory):
                 time.sleep(0.5)
         yield url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the server and its workers: the group this fixture started
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        with contextlib.suppress(ProcessLookupError):  # a server that never started has no group left
+            os.killpg(proc.pid, signal.SIGTERM)  # the server and its workers: the group this fixture started
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def post(url: str, body: dict) -> tuple[int, dict]:
