@@ -12,6 +12,8 @@ TEAM_DIR ?= $(CURDIR)/team-server
 # `make search`: worker processes in this clone (docs/search.md); `make search-dashboard`'s port
 WORKERS ?= 1
 SEARCH_DASHBOARD_PORT ?= 8080
+# `make test`: pytest-xdist workers (2 = this project's 2-core machine; 0 = one process)
+TEST_WORKERS ?= 2
 
 .PHONY: setup repro track test ui bench docs docs-serve lock clean team-server team-server-stop search search-status search-dashboard
 
@@ -29,8 +31,8 @@ repro: setup  ## run the pipeline (only the stages whose inputs changed)
 track: setup  ## log the current outputs to MLflow again (a new or rebuilt store); nothing is retrained
 	$(BIN)/dvc repro -s -f track
 
-test: setup  ## the test suite (what CI runs)
-	$(BIN)/python -m pytest
+test: setup  ## the test suite (what CI runs); TEST_WORKERS=N pytest processes, each test file in one of them
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 ui: setup  ## the MLflow UI on 127.0.0.1 over this project's store (a tracking server has its own)
 	@$(BIN)/python -m mnist_vae.tracking

@@ -1,8 +1,8 @@
 """Shared fixtures.
 
-The fixtures below serve the tests of params.py, data.py and io.py. They are self-contained
-(no autouse, no global hooks) and named after what they give, so other fixtures can sit beside
-them. None of them reads the real MNIST (data/raw/mnist.npz), the real ~/.keras or the real
+Most fixtures below serve the tests of params.py, data.py and io.py; `repo` is the pipeline fixture
+that test_pipeline, test_resume and test_search share. One autouse fixture restores MLflow's global
+state after every test, and one hook starts the long test files first (see LONG_FILES). None of them reads the real MNIST (data/raw/mnist.npz), the real ~/.keras or the real
 ~/.cache/mnist-vae: the data are small synthetic digit arrays made here, and every cache is a
 temporary folder.
 """
@@ -15,9 +15,15 @@ import gzip
 import hashlib
 import http.server
 import importlib
+import os
 import threading
 import zipfile
 from pathlib import Path
+
+# `make test` runs two pytest workers on a 2-core machine, each starting torch processes (stages, servers):
+# one OpenMP thread each, or their spinning threads stall one another (an epoch went from 4 s to 46 s with
+# three processes of 2 threads). Set before torch is imported; every subprocess inherits it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
 import pytest
@@ -120,6 +126,17 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         self.server.request_log.append(format % args)
 
 
+# the test files that take minutes (real pipelines, servers), longest first: `make test` hands whole files to
+# its pytest-xdist workers in collection order, so these start first and the short files fill the gaps after
+LONG_FILES = ["test_search_team.py", "test_pipeline.py", "test_team.py", "test_resume.py", "test_search.py",
+              "test_tracking_ui.py", "test_tracking.py"]
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FILES)))  # stable: each file keeps its order
+
+
 @pytest.fixture(autouse=True)
 def mlflow_state_is_restored():
     """MLflow keeps its tracking URI in a module global and writes it (and tracking's HTTP defaults) into
@@ -134,6 +151,15 @@ def mlflow_state_is_restored():
     os.environ.update(before)
     if "mlflow" in sys.modules:
         sys.modules["mlflow"].set_tracking_uri(None)
+
+
+@pytest.fixture(scope="session")
+def repo(tmp_path_factory):
+    """The pipeline fixture of test_pipeline (small-data `dvc repro`, committed), built once per session
+    for test_pipeline, test_resume and test_search alike; tests change copies of it (`fork`)."""
+    from test_pipeline import build_repo
+
+    return build_repo(tmp_path_factory)
 
 
 # --------------------------------------------------------------------------- data fixtures

@@ -1,14 +1,11 @@
 """The search (mnist-vae search): real Optuna, real DVC experiments, real MLflow runs, on the small params of
-tests/test_pipeline.py; the shared study on a real PostgreSQL on loopback as tests/test_team.py starts it."""
+tests/test_pipeline.py, in one clone with the embedded storage (a study shared on PostgreSQL by several clones:
+tests/test_search_team.py)."""
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +15,7 @@ from mnist_vae.errors import UserError
 from mnist_vae.params import RESULT_SECTIONS
 from mnist_vae.search import load_spec, set_param
 from mnist_vae.team_server import free_port
-from test_pipeline import BIN, REPO, env, fork, ran_stages, repo, runs, set_params, sh, wait_for  # noqa: F401
+from test_pipeline import BIN, REPO, env, fork, ran_stages, runs, set_params, sh, wait_for  # noqa: F401
 
 SMALL_SEARCH = {"study": "s", "objectives": [{"metric": "eval.test.iw_nll", "direction": "minimize"}],
                 "sampler": "grid", "n_trials": 2, "space": {"train.beta": [0.5, 2.0]}}
@@ -162,119 +159,3 @@ def test_one_machine_with_the_embedded_storage_and_no_server(fork):  # noqa: F81
     best = min(trials, key=lambda t: t.value)
     assert "COMPLETE 2" in shown and f"best trial {best.number}: eval.test.iw_nll = {best.value:.6g}" in shown
     assert f"DVC experiment local-{best.number}, MLflow run {best.user_attrs['mlflow_run_id']}" in shown
-
-
-# --------------------------------------------------------------------------- clones sharing a study on PostgreSQL
-# The team tests' server and project (a small-data copy of this repository with a bare git remote, a DVC remote
-# and the team's MLflow server); each clone runs its workers against the same Optuna database.
-
-from test_team import client_env, clone, experiment_runs, project, team  # noqa: E402,F401
-
-
-def worker(root: Path, team, log: Path) -> subprocess.Popen:  # noqa: F811
-    """`mnist-vae search run` in `root` against the team's PostgreSQL (study) and MLflow server (runs), in a
-    process group of its own (killing the group is what a host dying does to it)."""
-    extra = {**client_env(team, team.user), "MNIST_VAE_SEARCH_STORAGE": team.server.search_storage(),
-             "PGPASSFILE": str(team.server.pgpass)}
-    return subprocess.Popen([str(BIN / "mnist-vae"), "search", "run", "--threads", "1", "--heartbeat", "3"],
-                            cwd=root, env=env(**extra), stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
-
-
-def with_study(root: Path, **search) -> None:
-    set_params(root, search={**SMALL_SEARCH, **search})
-    sh("git", "commit", "-qam", f"search {search['study']}", cwd=root)
-
-
-@pytest.fixture(scope="module")
-def clones(team, project):  # noqa: F811
-    return [clone(project, f"searcher-{i}") for i in (1, 2)]
-
-
-def search_runs(team, project, study: str) -> list:  # noqa: F811
-    return [r for r in experiment_runs(team, project.experiment) if r.data.tags.get("search_study") == study]
-
-
-@pytest.mark.team
-@pytest.mark.slow
-def test_two_clones_share_one_study_on_postgresql(team, project, clones, tmp_path, monkeypatch):  # noqa: F811
-    url = team.server.search_storage()
-    for root in clones:
-        with_study(root, study="shared", sampler="random", n_trials=3,
-                   space={"train.beta": {"low": 0.25, "high": 4.0, "log": True}})
-    procs = [worker(root, team, tmp_path / f"worker-{i}.log") for i, root in enumerate(clones)]
-    try:
-        for proc in procs:
-            proc.wait(timeout=2400)
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-    logs = [(tmp_path / f"worker-{i}.log").read_text() for i in range(2)]
-    assert [p.returncode for p in procs] == [0, 0], logs
-    monkeypatch.setenv("PGPASSFILE", str(team.server.pgpass))
-    trials = study_trials(clones[0], "shared", url.replace("postgresql://", "postgresql+psycopg2://"))
-    assert sorted(t.state.name for t in trials) == ["COMPLETE"] * 3, logs
-    assert len({t.params["train.beta"] for t in trials}) == 3  # no trial ran twice
-    names = sorted(exp for root in clones for exp in exp_names(root))
-    assert names == sorted(f"shared-{t.number}" for t in trials)  # one DVC experiment per trial, in either clone
-    assert all(len(exp_names(root)) >= 1 for root in clones), logs  # both workers worked
-    found = search_runs(team, project, "shared")
-    assert sorted((r.info.status, r.data.tags["search_trial"]) for r in found) == sorted(
-        ("FINISHED", str(t.number)) for t in trials)
-    for t in trials:
-        [run] = [r for r in found if r.info.run_id == t.user_attrs["mlflow_run_id"]]
-        assert run.data.metrics["eval.test.iw_nll"] == t.value and run.data.tags["dvc_exp_name"] == f"shared-{t.number}"
-
-    # collect: each clone pushes its experiments; a fresh clone pulls the best, applies it and reproduces it
-    best = min(trials, key=lambda t: t.value)
-    for root in clones:
-        for name in exp_names(root):
-            sh("dvc", "exp", "push", "origin", name, cwd=root, **client_env(team, team.user))
-    fresh = clone(project, "searcher-fresh")
-    sh("dvc", "exp", "pull", "origin", f"shared-{best.number}", cwd=fresh)
-    sh("dvc", "exp", "apply", f"shared-{best.number}", cwd=fresh)
-    out = sh("dvc", "repro", "--force", cwd=fresh, timeout=1800, OMP_NUM_THREADS="1", **client_env(team, team.user)).stdout
-    assert "train" in ran_stages(out)  # really trained again (--force), from the experiment's params
-    evaluation = json.loads((fresh / "metrics" / "eval.json").read_text())
-    assert evaluation["test"]["iw_nll"] == pytest.approx(best.value, rel=1e-9)
-
-
-@pytest.mark.team
-@pytest.mark.slow
-def test_a_killed_worker_s_trial_fails_and_is_retried_and_the_study_completes(team, project, clones, tmp_path,  # noqa: F811
-                                                                              monkeypatch):
-    url = team.server.search_storage().replace("postgresql://", "postgresql+psycopg2://")
-    for root in clones:
-        with_study(root, study="killed", sampler="grid", n_trials=2, space={"train.beta": [0.75, 1.5]})
-    victim = worker(clones[0], team, tmp_path / "victim.log")
-    try:
-        wait_for(lambda: any("Running stage 'train'" in p.read_text() for p in (clones[0] / "search-logs").glob("killed-*.log"))
-                 if (clones[0] / "search-logs").is_dir() else False, "the victim's training", timeout=1200)
-    finally:
-        os.killpg(victim.pid, signal.SIGKILL)  # the worker, its dvc exp run and the stage: a host going down
-        victim.wait()
-    [killed_log] = list((clones[0] / "search-logs").glob("killed-*.log"))
-    killed = int(killed_log.stem.split("-")[1])
-    survivor = worker(clones[1], team, tmp_path / "survivor.log")
-    try:
-        survivor.wait(timeout=2400)
-    finally:
-        if survivor.poll() is None:
-            os.killpg(survivor.pid, signal.SIGKILL)
-    log = (tmp_path / "survivor.log").read_text()
-    assert survivor.returncode == 0, log
-    monkeypatch.setenv("PGPASSFILE", str(team.server.pgpass))
-    trials = {t.number: t for t in study_trials(clones[1], "killed", url)}
-    assert sorted(t.state.name for t in trials.values()) == ["COMPLETE", "COMPLETE", "FAIL"], log
-    assert trials[killed].state.name == "FAIL" and "fail_reason" not in trials[killed].user_attrs
-    [retry] = [t for t in trials.values() if t.system_attrs.get("failed_trial") == killed]
-    assert retry.state.name == "COMPLETE" and retry.params == trials[killed].params
-    assert f"killed-{killed}" not in exp_names(clones[0]) + exp_names(clones[1])
-    found = search_runs(team, project, "killed")
-    assert sorted(r.data.tags["search_trial"] for r in found) == sorted(
-        str(t.number) for t in trials.values() if t.state.name == "COMPLETE")
-    assert all(r.info.status == "FINISHED" for r in found)  # the survivor left no RUNNING run
-    shown = search_cli(clones[1], "status", MNIST_VAE_SEARCH_STORAGE=team.server.search_storage(),
-                       PGPASSFILE=str(team.server.pgpass)).stdout
-    assert "COMPLETE 2" in shown and "FAIL 1" in shown and f"trial {killed} FAIL: worker lost" in shown
