@@ -32,7 +32,7 @@ track: setup  ## log the current outputs to MLflow again (a new or rebuilt store
 	$(BIN)/dvc repro -s -f track
 
 test: setup  ## the test suite (what CI runs); TEST_WORKERS=N pytest processes, each test file in one of them
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 ui: setup  ## the MLflow UI on 127.0.0.1 over this project's store (a tracking server has its own)
 	@$(BIN)/python -m mnist_vae.tracking
