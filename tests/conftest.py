@@ -3,8 +3,8 @@
 Most fixtures below serve the tests of params.py, data.py and io.py; `repo` is the pipeline fixture
 that test_pipeline, test_resume and test_search share. One autouse fixture restores MLflow's global
 state after every test, and one hook starts the long test files first (see LONG_FILES). None of them
-reads the real MNIST (data/raw/mnist.npz), the real ~/.keras or the real ~/.cache/mnist-vae: the data are small synthetic digit arrays made here, and every cache is a
-temporary folder.
+reads the real MNIST (data/raw/mnist.npz), the real ~/.keras or the real ~/.cache/mnist-vae: the data
+are small synthetic digit arrays made here, and every cache is a temporary folder.
 """
 
 from __future__ import annotations
