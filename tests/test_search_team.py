@@ -63,8 +63,13 @@ def test_two_clones_share_one_study_on_postgresql(team, project, clones, tmp_pat
     logs = [(tmp_path / f"worker-{i}.log").read_text() for i in range(2)]
     assert [p.returncode for p in procs] == [0, 0], logs
     monkeypatch.setenv("PGPASSFILE", str(team.server.pgpass))
-    trials = study_trials(clones[0], "shared", url.replace("postgresql://", "postgresql+psycopg2://"))
-    assert sorted(t.state.name for t in trials) == ["COMPLETE"] * 3, logs
+    every = study_trials(clones[0], "shared", url.replace("postgresql://", "postgresql+psycopg2://"))
+    trials = [t for t in every if t.state.name == "COMPLETE"]
+    assert len(trials) == 3, logs
+    # two workers asking for the last trial at the same moment: the later one stands down (docs/search.md), and
+    # that is the only other trial there may be
+    others = [(t.state.name, t.user_attrs.get("fail_reason", "")) for t in every if t.state.name != "COMPLETE"]
+    assert all(state == "FAIL" and reason.startswith("not run: ") for state, reason in others), (others, logs)
     assert len({t.params["train.beta"] for t in trials}) == 3  # no trial ran twice
     names = sorted(exp for root in clones for exp in exp_names(root))
     assert names == sorted(f"shared-{t.number}" for t in trials)  # one DVC experiment per trial, in either clone
