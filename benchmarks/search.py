@@ -2,8 +2,8 @@
 (`mnist-vae search run`, embedded storage), and the search machinery's overhead per trial.
 
 In a temporary copy of the repository (its own DVC cache, MLflow store and Optuna storage) the data and the
-digit classifier are made once (`dvc repro classifier dequantize`, committed), so every trial runs train,
-evaluate, render and track. Each configuration runs a study of its own over the same grid
+digit classifier are made once (`dvc repro classifier dequantize`, committed), so every trial runs train, sampler,
+evaluate, headline, render and track. Each configuration runs a study of its own over the same grid
 (train.beta x model.latent_dim, 12 points) with a seed of its own and an empty run cache, so every stage of
 every trial really runs. The clock runs from the worker's start to its exit.
 
@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "search.json"
 BIN = Path(sys.executable).parent
 GRID = {"train.beta": [0.5, 1.0, 2.0, 4.0], "model.latent_dim": [2, 10, 20]}
-TRIAL_STAGES = ("train", "evaluate", "render", "track")
+TRIAL_STAGES = ("train", "sampler", "evaluate", "headline", "render", "track")
 
 
 def sh(copy: Path, *cmd: str, env: dict | None = None, timeout: float = 3600) -> subprocess.CompletedProcess:
@@ -103,8 +103,8 @@ def main() -> None:
     parser.add_argument("--max-examples", type=int, default=5000, help="training digits (0 = all 60000)")
     parser.add_argument("--eval-examples", type=int, default=500, help="test digits evaluated (0 = all 10000)")
     parser.add_argument("--default-stage-s", type=float,
-                        help="a default-sized trial's stage seconds (train + evaluate + render + track), to set the "
-                        "overhead against; see docs/search.md for how it is estimated")
+                        help="a default-sized trial's stage seconds (train + sampler + evaluate + headline + render + "
+                        "track), to set the overhead against; see docs/search.md for how it is estimated")
     args = parser.parse_args()
     settings = {
         "data": {"source": "pypi"},  # the cached wheel: no network once it has been fetched
