@@ -16,6 +16,7 @@ import hashlib
 import http.server
 import importlib
 import os
+import signal
 import threading
 import zipfile
 from pathlib import Path
@@ -24,6 +25,13 @@ from pathlib import Path
 # one OpenMP thread each, or their spinning threads stall one another (an epoch went from 4 s to 46 s with
 # three processes of 2 threads). Set before torch is imported; every subprocess inherits it.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# Tests stop stages with Ctrl-C as a terminal sends it (SIGINT to the process group). A shell starts a
+# background job without job control (`make test &` in a script, nohup) with SIGINT ignored, every child
+# inherits that, and a stage would never see the Ctrl-C; so the test processes take Python's default back,
+# and the processes they start begin with SIGINT at its default, as from a terminal.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 import numpy as np
 import pytest
