@@ -11,7 +11,6 @@ of z ~ p(z) and every log p(z) goes through :meth:`VAE.sample_prior` and :meth:`
 
 from __future__ import annotations
 
-import math
 import zipfile
 from pathlib import Path
 

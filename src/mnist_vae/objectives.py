@@ -68,8 +68,18 @@ def mixture_blocks(rows: torch.Tensor, k: int) -> tuple[torch.Tensor, ...]:
 
 
 def component_log_densities(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """log N(z_i; mu_k, diag(exp(logvar_k))) for rows z (N, d) and components (K, d): (N, K)."""
-    sq = ((z[:, None, :] - mu[None]).pow(2) * torch.exp(-logvar)[None]).sum(-1)
+    """log N(z_i; mu_k, diag(exp(logvar_k))) for rows z (N, d) and components (K, d): (N, K).
+
+    The squared distances sum_j (z_ij - mu_kj)^2 / var_kj are expanded into two matrix products,
+    z^2 (1/var)^T - 2 z (mu/var)^T + sum_j mu_kj^2/var_kj, instead of an (N, K, d) temporary: 14x faster on
+    one CPU core for K = 500, d = 50. Both sides are first centred on the components' mean to keep the
+    expansion's rounding small: in float32, for 500 narrow components (variances near e^-4) in 50
+    dimensions, the mixture's log-density is within 0.006 nats of the float64 direct sum (the direct
+    float32 sum: 4e-5), far below the standard error of a test NLL (tests/test_objectives.py)."""
+    centre = mu.mean(0)
+    z, mu = z - centre, mu - centre
+    inv_var = torch.exp(-logvar)
+    sq = (z * z) @ inv_var.T - 2 * (z @ (mu * inv_var).T) + (mu * mu * inv_var).sum(-1)
     return -0.5 * (sq + logvar.sum(-1) + mu.shape[-1] * LOG_2PI)
 
 
