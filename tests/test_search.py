@@ -159,3 +159,65 @@ def test_one_machine_with_the_embedded_storage_and_no_server(fork):  # noqa: F81
     best = min(trials, key=lambda t: t.value)
     assert "COMPLETE 2" in shown and f"best trial {best.number}: eval.test.iw_nll = {best.value:.6g}" in shown
     assert f"DVC experiment local-{best.number}, MLflow run {best.user_attrs['mlflow_run_id']}" in shown
+
+
+# --------------------------------------------------------------------------- pruning
+
+
+def test_the_pruner_needs_one_objective_to_minimize(tmp_path):
+    two = [{"metric": "eval.test.iw_nll"}, {"metric": "eval.quality.samples.fid"}]
+    for objectives in (two, [{"metric": "eval.quality.probe.test_accuracy", "direction": "maximize"}]):
+        message = spec_error(tmp_path, objectives=objectives, pruner="median")
+        assert "search.pruner median" in message and "one objective to minimize" in message
+    spec = load_spec(project_files(tmp_path / "ok", pruner="median", prune_startup_trials=1, prune_warmup_epochs=0))
+    assert (spec.search.pruner, spec.search.prune_startup_trials, spec.search.prune_warmup_epochs) == ("median", 1, 0)
+
+
+def test_the_pruner_reads_the_lines_training_prints(capsys):
+    import torch
+
+    from mnist_vae import training
+    from mnist_vae.model import VAE
+    from mnist_vae.params import ModelParams, TrainParams
+    from mnist_vae.search import epoch_losses
+
+    torch.manual_seed(0)
+    data = training.Data(x_train=torch.rand(64, 784), x_test=torch.rand(32, 784))
+    history = training.train(VAE(ModelParams(hidden_dims=[16], latent_dim=2)), data,
+                             TrainParams(epochs=3, batch_size=32), 0, torch.device("cpu"))
+    printed = capsys.readouterr().out
+    assert epoch_losses(printed) == [(row["epoch"], pytest.approx(row["test_total"], abs=0.005)) for row in history]
+    assert epoch_losses("epoch   7  train -ELBO   101.00 (rec  90.00, KL  11.00)  test -ELBO   -12.5e3  beta 1.000  2.0s\n"
+                        "mnist-vae: epoch 8 is not a line of training") == [(7, -12500.0)]
+
+
+@pytest.mark.slow
+def test_a_hopeless_trial_is_pruned_and_leaves_nothing(fork):  # noqa: F811 (the pipeline's fixture)
+    from mnist_vae.search import open_storage, open_study
+
+    search = {**SMALL_SEARCH, "study": "p", "sampler": "random", "pruner": "median", "prune_startup_trials": 1,
+              "prune_warmup_epochs": 0, "space": {"train.lr": [0.003, 1.0e-6], "train.epochs": [3, 400]}}
+    set_params(fork, search=search)
+    url = f"sqlite:///{fork / 'optuna.db'}"
+    study = open_study(load_spec(fork), open_storage(url), url)
+    study.enqueue_trial({"train.lr": 0.003, "train.epochs": 3})    # a short trial that learns
+    study.enqueue_trial({"train.lr": 1.0e-6, "train.epochs": 400})  # a long one that cannot: pruned at once
+    before = {r.info.run_id for r in runs(fork)}
+    proc = search_cli(fork, "run")
+    assert "has its 2 COMPLETE trials (1 of them PRUNED)" in proc.stderr, proc.stderr
+    good, hopeless = study_trials(fork, "p")
+    assert (good.state.name, hopeless.state.name) == ("COMPLETE", "PRUNED")
+    assert sorted(good.intermediate_values) == [1, 2, 3]  # each epoch's test -ELBO, reported as it came
+    epoch = hopeless.user_attrs["pruned_at_epoch"]
+    assert 1 <= epoch < 400 and max(hopeless.intermediate_values) == epoch
+    assert hopeless.intermediate_values[1] > good.intermediate_values[1]
+    assert f"trial 1: PRUNED after epoch {epoch} of 400" in proc.stderr
+    log = (fork / "search-logs" / "p-1.log").read_text()
+    assert "epoch   1" in log and "epoch 400" not in log and "Running stage 'evaluate'" not in log
+    # no DVC experiment, no MLflow run, no temporary copy left by the pruned trial
+    assert exp_names(fork) == ["p-0"]
+    new = [r for r in runs(fork) if r.info.run_id not in before]
+    assert [(r.info.status, r.data.tags["search_trial"]) for r in new] == [("FINISHED", "0")]
+    assert not list((fork / ".dvc" / "tmp" / "exps").glob("tmp*"))
+    shown = search_cli(fork, "status").stdout
+    assert "PRUNED 1" in shown and f"trial 1 PRUNED after epoch {epoch}" in shown

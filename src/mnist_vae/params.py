@@ -262,7 +262,11 @@ class SearchParams(Section):
     objectives: Annotated[list[SearchObjective], Field(min_length=1)] = Field(
         default_factory=lambda: [SearchObjective()])
     sampler: Literal["tpe", "random", "grid"] = "tpe"
-    n_trials: PositiveInt = 20  # trials COMPLETE when the study ends, whatever the number of workers
+    n_trials: PositiveInt = 20  # trials COMPLETE (or PRUNED) when the study ends, whatever the number of workers
+    # Optuna's median pruner on each epoch's test -ELBO (nats, beta = 1), reported while a trial trains
+    pruner: Literal["none", "median"] = "none"
+    prune_startup_trials: Count = 5  # trials run to the end before any is pruned
+    prune_warmup_epochs: Count = 5   # epochs of a trial that are never pruned
     # param key -> a list of choices, or a range {low, high, log, step}
     space: dict[str, SpaceEntry] = Field(
         default_factory=lambda: {"train.beta": SearchRange(low=0.25, high=4.0, log=True),
@@ -272,6 +276,13 @@ class SearchParams(Section):
     def _space_not_empty(self):
         if not self.space:
             raise ValueError("search.space is empty; name at least one param key")
+        return self
+
+    @model_validator(mode="after")
+    def _pruner_needs_one_minimized_objective(self):
+        if self.pruner != "none" and [o.direction for o in self.objectives] != ["minimize"]:
+            raise ValueError(f"search.pruner {self.pruner} compares each epoch's test -ELBO (lower is better), so it "
+                             "needs one objective to minimize; set search.pruner: none for this one")
         return self
 
 

@@ -12,11 +12,16 @@ asks the study for a trial, validates its params with the schema, runs it as
 metrics and tells the study. `track` tags the trial's MLflow run with the study and trial number
 (``MNIST_VAE_SEARCH_STUDY`` / ``MNIST_VAE_SEARCH_TRIAL``; not part of the run's fingerprint).
 
+Pruning (`search.pruner: median`): while a trial trains, the worker reads each finished epoch's test
+-ELBO from the train stage's output (its `epoch N ... test -ELBO X` line), reports it to the study, and
+when Optuna's median pruner says so stops the experiment as Ctrl-C would (SIGINT to its stage), which
+leaves no outputs, no DVC experiment and no MLflow run; the trial is PRUNED.
+
 Faults: each worker sends Optuna heartbeats while its trial runs; a worker that dies (SIGKILL, a lost
 host) stops beating, and the next worker to look marks its trial FAIL and queues its params again
-(RetryHeartbeatStaleTrialCallback). Workers stop when the study holds `n_trials` COMPLETE trials; while
-the running trials could complete it they wait rather than start more, so the study ends with exactly
-that many. Params the schema refuses make that trial FAIL with the schema's line as its `fail_reason`.
+(RetryHeartbeatStaleTrialCallback). Workers stop when the study holds `n_trials` finished trials (COMPLETE
+or PRUNED); while the running trials could finish it they wait rather than start more, so the study ends
+with exactly that many. Params the schema refuses make that trial FAIL with the schema's line as its `fail_reason`.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import difflib
 import json
 import math
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -47,6 +53,9 @@ from mnist_vae.tracking import RUN_LINE, SEARCH_ENV, error_cause, repo_root, sho
 STORAGE_ENV = "MNIST_VAE_SEARCH_STORAGE"
 LOGS = "search-logs"  # one log per trial: the `dvc exp run` output (gitignored)
 MAX_RETRY = 3  # a dead worker's trial is queued again at most this often
+# the line training.train prints after each epoch (its test -ELBO is the pruner's intermediate value)
+EPOCH_LINE = re.compile(r"^epoch\s+(\d+)\s.*?\btest -ELBO\s+(\S+)", re.MULTILINE)
+FINISHED = ("COMPLETE", "PRUNED")  # the trial states that count towards search.n_trials
 
 
 class TrialFailed(Exception):
@@ -194,6 +203,15 @@ def open_storage(url: str, heartbeat: int = 10):
                 time.sleep(1 + attempt)
 
 
+def make_pruner(spec: Spec):
+    import optuna
+
+    s = spec.search
+    if s.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=s.prune_startup_trials, n_warmup_steps=s.prune_warmup_epochs)
+    return optuna.pruners.NopPruner()
+
+
 def make_sampler(spec: Spec):
     import optuna
 
@@ -210,10 +228,13 @@ def open_study(spec: Spec, storage, url: str):
     s = spec.search
     described = {"objectives": [o.model_dump() for o in s.objectives], "sampler": s.sampler, "n_trials": s.n_trials,
                  "space": {k: (v.model_dump() if isinstance(v, SearchRange) else v) for k, v in s.space.items()}}
+    if s.pruner != "none":  # (a study from before pruning existed records no pruner)
+        described["pruner"] = {"name": s.pruner, "startup_trials": s.prune_startup_trials,
+                               "warmup_epochs": s.prune_warmup_epochs}
     with warnings.catch_warnings(), storage_errors(url):
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # set_metric_names
         study = optuna.create_study(storage=storage, study_name=s.study, sampler=make_sampler(spec),
-                                    directions=spec.directions, load_if_exists=True)
+                                    pruner=make_pruner(spec), directions=spec.directions, load_if_exists=True)
         recorded = study.user_attrs.get("spec")
         if recorded is None:
             study.set_user_attr("spec", described)
@@ -269,8 +290,10 @@ def git_commit(root: Path) -> str:
 class Worker:
     """One worker in one clone: runs the study's trials until it holds n_trials COMPLETE ones."""
 
-    def __init__(self, root: Path, spec: Spec, study, threads: int, poll: float, say: Callable[[str], None]):
+    def __init__(self, root: Path, spec: Spec, study, threads: int, poll: float, say: Callable[[str], None],
+                 progress_poll: float = 1.0):
         self.root, self.spec, self.study, self.threads, self.poll, self.say = root, spec, study, threads, poll, say
+        self.progress_poll = progress_poll  # seconds between looks at a running trial's log (with a pruner)
         self.bin = Path(sys.executable).parent
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.commit = git_commit(root)
@@ -292,23 +315,29 @@ class Worker:
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(self.study)  # a dead worker's trial: FAIL, and queued again
             counts = self.counts()
-            if counts["COMPLETE"] >= n:
-                self.say(f"study '{self.study.study_name}' has its {n} COMPLETE trials; this worker ran {done_here}")
+            finished = sum(counts[state] for state in FINISHED)
+            if finished >= n:
+                pruned = f" ({counts['PRUNED']} of them PRUNED)" if counts["PRUNED"] else ""
+                self.say(f"study '{self.study.study_name}' has its {n} COMPLETE trials{pruned}; this worker ran {done_here}")
                 return done_here
             if counts["FAIL"] >= n:
                 raise UserError(f"{counts['FAIL']} trials of study '{self.study.study_name}' failed (as many as "
                                 "search.n_trials); see `mnist-vae search status` and search-logs/")
-            if counts["COMPLETE"] + counts["RUNNING"] >= n:  # the running ones may finish it: wait, then look again
+            if finished + counts["RUNNING"] >= n:  # the running ones may finish it: wait, then look again
                 time.sleep(self.poll)
                 continue
-            before = self.counts()["COMPLETE"]
+            before = self.finished()
             try:
                 self.study.optimize(self.objective, n_trials=1, catch=(TrialFailed,), gc_after_trial=False)
             except UnboundLocalError as exc:  # Optuna 5.0's _run_trial when telling the result fails: the cause
                 if exc.__context__ is None:
                     raise
                 raise exc.__context__ from None
-            done_here += self.counts()["COMPLETE"] > before
+            done_here += self.finished() > before
+
+    def finished(self) -> int:
+        counts = self.counts()
+        return sum(counts[state] for state in FINISHED)
 
     def objective(self, trial):
         from optuna.trial import TrialState
@@ -320,17 +349,18 @@ class Worker:
             trial.set_user_attr(key, value)
         shown = " ".join(f"{k}={v}" for k, v in overrides.items())
         # two workers may start the study's last trial at the same moment: the later number stands down
-        ahead = [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
-                 if t.state == TrialState.COMPLETE or t.number < trial.number]
+        ahead = [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
+                                                                          TrialState.RUNNING))
+                 if t.state != TrialState.RUNNING or t.number < trial.number]
         if len(ahead) >= s.n_trials:
-            self.fail(trial, f"not run: {len(ahead)} trials were already complete or running")
+            self.fail(trial, f"not run: {len(ahead)} trials were already finished or running")
         try:
-            validate(with_overrides(self.spec.base, overrides), f"trial {trial.number}")
+            params = validate(with_overrides(self.spec.base, overrides), f"trial {trial.number}")
         except UserError as exc:
             self.fail(trial, str(exc))
         self.say(f"trial {trial.number}: {shown} -> dvc exp run --temp --name {exp}")
         try:
-            output = self.experiment(trial.number, exp, overrides)
+            output = self.experiment(trial, exp, overrides, params.train.epochs)
             found = RUN_LINE.findall(output)
             if found:
                 trial.set_user_attr("mlflow_run_id", found[-1])
@@ -349,14 +379,19 @@ class Worker:
         self.say(f"trial {trial.number}: FAIL {reason}")
         raise TrialFailed(reason)
 
-    def experiment(self, number: int, exp: str, overrides: dict[str, Any]) -> str:
-        """`dvc exp run --temp` of the trial; its output (also in search-logs/<exp>.log)."""
+    def experiment(self, trial, exp: str, overrides: dict[str, Any], epochs: int) -> str:
+        """`dvc exp run --temp` of the trial; its output (also in search-logs/<exp>.log). With a pruner, each
+        epoch's test -ELBO is reported as it is printed, and a trial the pruner stops raises TrialPruned."""
+        import optuna
+
+        number = trial.number
         cmd = [str(self.bin / "dvc") if (self.bin / "dvc").exists() else "dvc", "exp", "run", "--temp",
                "--name", exp]
         for key, value in overrides.items():
             cmd += ["-S", set_param(key, value)]
         env = {**os.environ, "PATH": f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}",
-               "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
+               "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads),
+               "PYTHONUNBUFFERED": "1"}  # each epoch's line reaches the log (and the pruner) as it is printed
         env.update(dict(zip(SEARCH_ENV, (self.spec.search.study, str(number)))))
         log = self.root / LOGS / f"{exp}.log"
         log.parent.mkdir(exist_ok=True)
@@ -365,16 +400,30 @@ class Worker:
             out.flush()
             proc = subprocess.Popen(cmd, cwd=self.root, env=env, stdout=out, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL)
+            pruned_at, reported = None, 0
             try:
-                code = proc.wait()
+                while True:
+                    try:
+                        code = proc.wait(timeout=self.progress_poll if self.spec.search.pruner != "none" else None)
+                        break
+                    except subprocess.TimeoutExpired:
+                        pass
+                    for epoch, value in epoch_losses(log.read_text(errors="replace"))[reported:]:
+                        if pruned_at is not None:
+                            break
+                        reported += 1
+                        trial.report(value, epoch)
+                        if epoch < epochs and trial.should_prune():
+                            pruned_at = (epoch, value)
+                            interrupt_experiment(proc)  # the loop then reads its exit code
             except BaseException:  # Ctrl-C or SIGTERM: the experiment stops too (its stages end cleanly)
-                proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(timeout=120)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+                interrupt_experiment(proc)
                 raise
         output = log.read_text(errors="replace")
+        if pruned_at is not None and code != 0:  # (one that finished first anyway is a result like any other)
+            trial.set_user_attr("pruned_at_epoch", pruned_at[0])
+            self.say(f"trial {number}: PRUNED after epoch {pruned_at[0]} of {epochs} (test -ELBO {pruned_at[1]:.2f})")
+            raise optuna.TrialPruned(f"pruned after epoch {pruned_at[0]}")
         if code != 0:
             errors = [line for line in output.splitlines() if "error:" in line.lower()]
             last = (errors or [f"dvc exp run exited {code}"])[-1].strip()
@@ -393,6 +442,32 @@ class Worker:
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
             raise TrialFailed(f"{path} of experiment {exp} has no finite number at '{key}' (got {value!r})")
         return float(value)
+
+
+def epoch_losses(output: str) -> list[tuple[int, float]]:
+    """(epoch, test -ELBO) of every epoch line the train stage has printed so far, in order."""
+    return [(int(epoch), float(value)) for epoch, value in EPOCH_LINE.findall(output)]
+
+
+def interrupt_experiment(proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Stop a running `dvc exp run` as Ctrl-C in its terminal would: SIGINT to it and to its stage (DVC
+    ignores SIGINT while a stage runs and leaves it to the stage, which ends cleanly and writes nothing)."""
+    import psutil
+
+    try:
+        family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        family = []
+    for p in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        for p in family:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
+        proc.wait()
 
 
 # --------------------------------------------------------------------------- commands
@@ -462,6 +537,8 @@ def status(say=print) -> int:
                 retried = t.system_attrs.get("failed_trial")
                 why = t.user_attrs.get("fail_reason") or "worker lost (no heartbeat); its params were queued again"
                 say(f"  trial {t.number} FAIL: {why}" + (f" (a retry of trial {retried})" if retried is not None else ""))
+            elif t.state == TrialState.PRUNED:
+                say(f"  trial {t.number} PRUNED after epoch {t.user_attrs.get('pruned_at_epoch', t.last_step)}")
         best = study.best_trials if any(t.state == TrialState.COMPLETE for t in trials) else []
         if not best:
             say("no COMPLETE trial yet")
