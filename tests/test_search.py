@@ -5,6 +5,7 @@ tests/test_search_team.py)."""
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -203,8 +204,11 @@ def test_a_hopeless_trial_is_pruned_and_leaves_nothing(fork):  # noqa: F811 (the
     study.enqueue_trial({"train.lr": 0.003, "train.epochs": 3})    # a short trial that learns
     study.enqueue_trial({"train.lr": 1.0e-6, "train.epochs": 400})  # a long one that cannot: pruned at once
     before = {r.info.run_id for r in runs(fork)}
-    proc = search_cli(fork, "run")
-    assert "has its 2 COMPLETE trials (1 of them PRUNED)" in proc.stderr, proc.stderr
+    # started as `nohup make search &` starts it: SIGINT ignored, in the worker and everything it starts
+    proc = subprocess.run([str(BIN / "mnist-vae"), "search", "run"], cwd=fork, env=env(OMP_NUM_THREADS="1"),
+                          capture_output=True, text=True, timeout=1800,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert proc.returncode == 0 and "has its 2 COMPLETE trials (1 of them PRUNED)" in proc.stderr, proc.stderr
     good, hopeless = study_trials(fork, "p")
     assert (good.state.name, hopeless.state.name) == ("COMPLETE", "PRUNED")
     assert sorted(good.intermediate_values) == [1, 2, 3]  # each epoch's test -ELBO, reported as it came
@@ -221,3 +225,29 @@ def test_a_hopeless_trial_is_pruned_and_leaves_nothing(fork):  # noqa: F811 (the
     assert not list((fork / ".dvc" / "tmp" / "exps").glob("tmp*"))
     shown = search_cli(fork, "status").stdout
     assert "PRUNED 1" in shown and f"trial 1 PRUNED after epoch {epoch}" in shown
+
+
+@pytest.mark.slow
+def test_a_worker_stopped_with_sigterm_stops_its_trial_and_leaves_nothing_running(fork):  # noqa: F811
+    import os
+    import time
+
+    import psutil
+
+    set_params(fork, search={**SMALL_SEARCH, "study": "t", "n_trials": 1, "space": {"train.epochs": [400]}})
+    before = {r.info.run_id for r in runs(fork)}
+    worker = subprocess.Popen([str(BIN / "mnist-vae"), "search", "run"], cwd=fork, env=env(OMP_NUM_THREADS="1"),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = fork / "search-logs" / "t-0.log"
+    wait_for(lambda: log.exists() and "epoch   2" in log.read_text(), "the trial's second epoch", timeout=600)
+    stage = [p for p in psutil.Process(worker.pid).children(recursive=True) if "stages/train.py" in " ".join(p.cmdline())]
+    assert len(stage) == 1
+    os.kill(worker.pid, signal.SIGTERM)  # the worker alone, as a queue or `kill` stops it
+    _, err = worker.communicate(timeout=300)
+    assert worker.returncode != 0
+    stage[0].wait(timeout=60)  # the trial's stage stopped with it: no orphan training on
+    assert "epoch 400" not in log.read_text() and "interrupted; no output was written" in log.read_text()
+    [trial] = study_trials(fork, "t")
+    assert trial.state.name == "FAIL" and "interrupted" in trial.user_attrs["fail_reason"]
+    time.sleep(2)
+    assert exp_names(fork) == [] and [r for r in runs(fork) if r.info.run_id not in before] == []

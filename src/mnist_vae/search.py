@@ -14,8 +14,8 @@ metrics and tells the study. `track` tags the trial's MLflow run with the study 
 
 Pruning (`search.pruner: median`): while a trial trains, the worker reads each finished epoch's test
 -ELBO from the train stage's output (its `epoch N ... test -ELBO X` line), reports it to the study, and
-when Optuna's median pruner says so stops the experiment as Ctrl-C would (SIGINT to its stage), which
-leaves no outputs, no DVC experiment and no MLflow run; the trial is PRUNED.
+when Optuna's median pruner says so stops the experiment (SIGTERM to its stage, which ends as on Ctrl-C),
+which leaves no outputs, no DVC experiment and no MLflow run; the trial is PRUNED.
 
 Faults: each worker sends Optuna heartbeats while its trial runs; a worker that dies (SIGKILL, a lost
 host) stops beating, and the next worker to look marks its trial FAIL and queues its params again
@@ -417,7 +417,9 @@ class Worker:
                             pruned_at = (epoch, value)
                             interrupt_experiment(proc)  # the loop then reads its exit code
             except BaseException:  # Ctrl-C or SIGTERM: the experiment stops too (its stages end cleanly)
-                interrupt_experiment(proc)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=5)  # a Ctrl-C in the terminal reached the stage too: let it end alone
+                interrupt_experiment(proc)  # (SIGTERM to the worker reached only the worker)
                 raise
         output = log.read_text(errors="replace")
         if pruned_at is not None and code != 0:  # (one that finished first anyway is a result like any other)
@@ -450,21 +452,25 @@ def epoch_losses(output: str) -> list[tuple[int, float]]:
 
 
 def interrupt_experiment(proc: subprocess.Popen, timeout: float = 120) -> None:
-    """Stop a running `dvc exp run` as Ctrl-C in its terminal would: SIGINT to it and to its stage (DVC
-    ignores SIGINT while a stage runs and leaves it to the stage, which ends cleanly and writes nothing)."""
+    """Stop a running `dvc exp run`: SIGTERM to its stage (and any process between), which ends as on
+    Ctrl-C and writes nothing; DVC then fails the experiment and removes its temporary copy. Not SIGINT:
+    DVC ignores it while a stage runs, and so does a stage started in the background by a script (`nohup
+    make search &`), which inherits SIGINT ignored."""
     import psutil
 
+    if proc.poll() is not None:
+        return
     try:
-        family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        family = psutil.Process(proc.pid).children(recursive=True)
     except psutil.NoSuchProcess:
         family = []
     for p in family:
         with contextlib.suppress(psutil.NoSuchProcess):
-            p.send_signal(signal.SIGINT)
+            p.send_signal(signal.SIGTERM)
     try:
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        for p in family:
+        for p in [*family, psutil.Process(proc.pid)]:
             with contextlib.suppress(psutil.NoSuchProcess):
                 p.kill()
         proc.wait()
@@ -502,9 +508,9 @@ def run_children(workers: int, threads: int, heartbeat: int, say) -> int:
     say(f"{workers} workers started, {threads} thread(s) each")
     try:
         codes = [p.wait() for p in procs]
-    except BaseException:
+    except BaseException:  # SIGTERM, not SIGINT: workers started in the background ignore SIGINT
         for p in procs:
-            p.send_signal(signal.SIGINT)
+            p.send_signal(signal.SIGTERM)
         for p in procs:
             p.wait()
         raise
