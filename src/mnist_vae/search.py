@@ -317,8 +317,9 @@ class Worker:
             counts = self.counts()
             finished = sum(counts[state] for state in FINISHED)
             if finished >= n:
-                pruned = f" ({counts['PRUNED']} of them PRUNED)" if counts["PRUNED"] else ""
-                self.say(f"study '{self.study.study_name}' has its {n} COMPLETE trials{pruned}; this worker ran {done_here}")
+                which = (f"{n} finished trials ({counts['COMPLETE']} COMPLETE, {counts['PRUNED']} PRUNED)"
+                         if counts["PRUNED"] else f"{n} COMPLETE trials")
+                self.say(f"study '{self.study.study_name}' has its {which}; this worker ran {done_here}")
                 return done_here
             if counts["FAIL"] >= n:
                 raise UserError(f"{counts['FAIL']} trials of study '{self.study.study_name}' failed (as many as "
@@ -535,8 +536,9 @@ def status(say=print) -> int:
     with storage_errors(url):
         trials = study.get_trials(deepcopy=False)
         names = study.metric_names or [f"value {i}" for i in range(len(study.directions))]
-        wanted = (study.user_attrs.get("spec") or {}).get("n_trials", "?")
-        say(f"study '{name}' at {shown_uri(url)}: {len(trials)} trials, {wanted} wanted COMPLETE")
+        spec = study.user_attrs.get("spec") or {}
+        finished = "finished (COMPLETE or PRUNED)" if spec.get("pruner") else "COMPLETE"
+        say(f"study '{name}' at {shown_uri(url)}: {len(trials)} trials, {spec.get('n_trials', '?')} wanted {finished}")
         say("  " + ", ".join(f"{state.name} {sum(t.state == state for t in trials)}" for state in TrialState))
         for t in trials:
             if t.state == TrialState.FAIL:
