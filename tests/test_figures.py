@@ -169,6 +169,20 @@ def test_interpolations_figure_layout(vae5, data):
     assert np.isnan(canvas[:28, :28]).all()  # no original beside a prior row
 
 
+def test_every_decoded_figure_works_with_the_conv_decoder(data):
+    # the conv decoder takes (n, d) only; the interpolation paths are (rows, steps, d)
+    torch.manual_seed(0)
+    conv = VAE(ModelParams(architecture="conv", conv_channels=[4, 8], latent_dim=2)).eval()
+    paths = figures.interpolation_paths(conv, data[0], rows=4, steps=5, generator=gen())
+    assert paths.prior.shape == (2, 5, 784) and paths.data.shape == (2, 5, 784)
+    for endpoint in (0, -1):  # the ends of the data rows decode the test digits' codes themselves
+        mu = conv.encode(paths.originals[:, endpoint])[0]
+        torch.testing.assert_close(paths.data[:, endpoint], conv.mean(conv.decode(mu)))
+    for fig in (figures.interpolations(conv, data[0], 4, 5, gen()), figures.reconstructions(conv, data[0], 3),
+                figures.samples_grid(conv, 3, gen()), figures.manifold(conv, 4)):
+        assert isinstance(fig, Figure)
+
+
 def test_interpolations_with_only_prior_rows(vae5, data):
     ax = figures.interpolations(vae5, data[0], rows=1, steps=3, generator=gen()).axes[0]
     assert shown(ax).shape == (28, 3 * S - 2)

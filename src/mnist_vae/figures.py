@@ -65,8 +65,10 @@ def _tensor(x, model) -> torch.Tensor:
 
 
 def _images(model, z: torch.Tensor) -> torch.Tensor:
-    """Decoder means E[x|z] as (..., 784) CPU tensors in [0, 1]."""
-    return model.mean(model.decode(z)).cpu()
+    """Decoder means E[x|z] for z (..., d) as (..., 784) CPU tensors in [0, 1] (decoded as rows: the conv
+    decoder takes (n, d) only)."""
+    images = model.mean(model.decode(z.reshape(-1, z.shape[-1]))).cpu()
+    return images.reshape(*z.shape[:-1], images.shape[-1])
 
 
 def _check_count(name: str, n: int, minimum: int = 1) -> None:
