@@ -288,7 +288,7 @@ def git_commit(root: Path) -> str:
 
 
 class Worker:
-    """One worker in one clone: runs the study's trials until it holds n_trials COMPLETE ones."""
+    """One worker in one clone: runs the study's trials until it holds n_trials finished ones."""
 
     def __init__(self, root: Path, spec: Spec, study, threads: int, poll: float, say: Callable[[str], None],
                  progress_poll: float = 1.0):
@@ -315,7 +315,7 @@ class Worker:
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(self.study)  # a dead worker's trial: FAIL, and queued again
             counts = self.counts()
-            finished = sum(counts[state] for state in FINISHED)
+            finished = self.finished(counts)
             if finished >= n:
                 which = (f"{n} finished trials ({counts['COMPLETE']} COMPLETE, {counts['PRUNED']} PRUNED)"
                          if counts["PRUNED"] else f"{n} COMPLETE trials")
@@ -336,8 +336,9 @@ class Worker:
                 raise exc.__context__ from None
             done_here += self.finished() > before
 
-    def finished(self) -> int:
-        counts = self.counts()
+    def finished(self, counts: dict[str, int] | None = None) -> int:
+        """Trials that count towards n_trials (COMPLETE or PRUNED), in `counts` or in the study now."""
+        counts = counts or self.counts()
         return sum(counts[state] for state in FINISHED)
 
     def objective(self, trial):
