@@ -28,21 +28,11 @@ from pathlib import Path
 import torch
 import yaml
 
-PAPER = {"dequantize": {"mode": "binarize"},
-         "model": {"hidden_dims": [200, 200], "activation": "tanh", "latent_dim": 50},
-         "train": {"dynamic_binarization": True, "lr_schedule": "burda"}}
-
-
-def set_params(repo: Path, settings: dict) -> None:
-    path = repo / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    for section, values in settings.items():
-        params[section].update(values)
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
+PAPER = {"dequantize.mode": "binarize", "model.hidden_dims": [200, 200], "model.activation": "tanh",
+         "model.latent_dim": 50, "train.dynamic_binarization": True, "train.lr_schedule": "burda"}
 
 
 def score(repo: Path, k: int, examples: int, seed: int) -> dict:
-    sys.path.insert(0, str(repo / "src"))
     from mnist_vae import evaluation
     from mnist_vae.io import load_history, load_npz
     from mnist_vae.model import load_checkpoint
@@ -72,6 +62,9 @@ def main() -> None:
     ap.add_argument("--examples", type=int, default=1000, help="first n test digits scored (10000 = all)")
     args = ap.parse_args()
     repo = args.repo.resolve()
+    sys.path.insert(0, str(repo / "src"))  # score with the clone's package, as its stages do
+    from mnist_vae.search import with_overrides
+
     torch.set_num_threads(args.threads)
     out = repo / "nll.jsonl"
     done = {json.loads(line)["epochs"] for line in out.read_text().splitlines()} if out.exists() else set()
@@ -81,13 +74,10 @@ def main() -> None:
     for target in (int(t) for t in args.targets.split(",")):
         if target in done:
             continue
-        settings = {**PAPER, "model": {**PAPER["model"], "prior": args.prior},
-                    "train": {**PAPER["train"], "epochs": target, "threads": args.threads}}
-        for item in args.set:
-            key, _, value = item.partition("=")
-            section, _, name = key.partition(".")
-            settings.setdefault(section, {})[name] = yaml.safe_load(value)
-        set_params(repo, settings)
+        settings = {**PAPER, "model.prior": args.prior, "train.epochs": target, "train.threads": args.threads}
+        settings.update((key, yaml.safe_load(value)) for key, _, value in (item.partition("=") for item in args.set))
+        path = repo / "params.yaml"
+        path.write_text(yaml.safe_dump(with_overrides(yaml.safe_load(path.read_text()), settings), sort_keys=False))
         start = time.time()
         subprocess.run(["dvc", "repro", "train"], cwd=repo, env=env, check=True)
         row = {"epochs": target, "prior": args.prior, "train_wall_s": time.time() - start,

@@ -56,6 +56,7 @@ MAX_RETRY = 3  # a dead worker's trial is queued again at most this often
 # the line training.train prints after each epoch (its test -ELBO is the pruner's intermediate value)
 EPOCH_LINE = re.compile(r"^epoch\s+(\d+)\s.*?\btest -ELBO\s+(\S+)", re.MULTILINE)
 FINISHED = ("COMPLETE", "PRUNED")  # the trial states that count towards search.n_trials
+PROGRESS_POLL = 1.0  # seconds between looks at a running trial's log (with a pruner)
 
 
 class TrialFailed(Exception):
@@ -290,10 +291,8 @@ def git_commit(root: Path) -> str:
 class Worker:
     """One worker in one clone: runs the study's trials until it holds n_trials finished ones."""
 
-    def __init__(self, root: Path, spec: Spec, study, threads: int, poll: float, say: Callable[[str], None],
-                 progress_poll: float = 1.0):
+    def __init__(self, root: Path, spec: Spec, study, threads: int, poll: float, say: Callable[[str], None]):
         self.root, self.spec, self.study, self.threads, self.poll, self.say = root, spec, study, threads, poll, say
-        self.progress_poll = progress_poll  # seconds between looks at a running trial's log (with a pruner)
         self.bin = Path(sys.executable).parent
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.commit = git_commit(root)
@@ -406,7 +405,7 @@ class Worker:
             try:
                 while True:
                     try:
-                        code = proc.wait(timeout=self.progress_poll if self.spec.search.pruner != "none" else None)
+                        code = proc.wait(timeout=PROGRESS_POLL if self.spec.search.pruner != "none" else None)
                         break
                     except subprocess.TimeoutExpired:
                         pass
