@@ -241,7 +241,9 @@ def test_a_worker_stopped_with_sigterm_stops_its_trial_and_leaves_nothing_runnin
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = fork / "search-logs" / "t-0.log"
     wait_for(lambda: log.exists() and "epoch   2" in log.read_text(), "the trial's second epoch", timeout=600)
-    stage = [p for p in psutil.Process(worker.pid).children(recursive=True) if "stages/train.py" in " ".join(p.cmdline())]
+    # the training's own python process; DVC may start it through `sh -c`, which some shells keep alive
+    stage = [p for p in psutil.Process(worker.pid).children(recursive=True)
+             if "python" in p.name() and "stages/train.py" in " ".join(p.cmdline())]
     assert len(stage) == 1
     os.kill(worker.pid, signal.SIGTERM)  # the worker alone, as a queue or `kill` stops it
     _, err = worker.communicate(timeout=300)
