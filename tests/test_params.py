@@ -107,8 +107,9 @@ def test_bad_enum_lists_allowed_values(tmp_path, text, key, allowed):
 
 
 def test_cross_field_rules(tmp_path):
-    message = load_error(tmp_path, "data:\n  source: file\n")
+    message = load_error(tmp_path, "data:\n  source: file\n  cache_dir: /somewhere\n")
     assert "data.path" in message and "'file'" in message
+    assert "/somewhere" not in message, message  # the section's own message, not a dump of the section
     message = load_error(tmp_path, "train:\n  iw_samples: 5\n")
     assert "train.iw_samples" in message and "iwae" in message
     # the same iw_samples is fine with the iwae objective
@@ -324,6 +325,7 @@ def test_the_search_section_is_validated_like_the_rest(tmp_path):
                        ("search:\n  n_trials: 0\n", "search.n_trials"),
                        ("search:\n  objectives: [{metric: iw_nll}]\n", "search.objectives"),
                        ("search:\n  space: {train.lr: {low: 0.0, high: 0.1, log: true}}\n", "log range needs low > 0"),
-                       ("search:\n  space: {train.lr: {low: 0.1, high: 0.01}}\n", "low < high"),
+                       ("search:\n  space: {train.lr: {low: 0.1, high: 0.01}}\n", "'search.space.train.lr': a range needs low < high"),
+                       ("search:\n  space: {train.lr: {low: 0.1}}\n", "'search.space.train.lr' needs the key 'high'"),
                        ("search:\n  space: {}\n", "search.space is empty")):
         assert says in load_error(tmp_path, text), text

@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Strict, Tag, ValidationError, model_validator
@@ -332,6 +332,9 @@ def _field_path(loc: tuple) -> tuple[list[str], Optional[type[BaseModel]]]:
         holder = model
         model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
         if model is None:
+            rest = loc[len(keys):]
+            if get_origin(annotation) is dict and rest and isinstance(rest[0], str):
+                keys.append(rest[0])  # an entry of a mapping: search.space.train.lr
             return keys, holder
     return keys, model
 
@@ -346,8 +349,13 @@ def _describe(err: dict) -> str:
         hint = f"did you mean '{where}'?" if near else "allowed keys: " + ", ".join(valid)
         return f"unknown key '{key}'; {hint}"
     msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "missing" and key:
+        return f"'{key}' needs the key '{err['loc'][-1]}'"
     if not key:
         return msg
+    if err["type"] == "value_error" and isinstance(err.get("input"), dict):
+        # a section's own check (a model validator): its message, and the key unless it names it; not the section
+        return msg if msg.startswith(key) else f"bad value for '{key}': {msg}"
     return f"bad value for '{key}': {err.get('input')!r} ({msg})"
 
 
