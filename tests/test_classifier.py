@@ -86,6 +86,8 @@ def test_the_checkpoint_loads_with_weights_only_and_predicts_the_same(trained, d
     again = classifier.load(path)
     x = classifier.scale_pixels(digits["x_test"])
     assert torch.equal(classifier.predict(again, x)[1], classifier.predict(model, x)[1])
+    classifier.save(tmp_path / "copy.pt", again)
+    assert (tmp_path / "copy.pt").read_bytes() == path.read_bytes()  # equal models give equal bytes
 
 
 def test_a_missing_or_corrupt_checkpoint_is_a_user_error(tmp_path):

@@ -136,8 +136,8 @@ def fit(x_train: torch.Tensor, y_train, x_test: torch.Tensor, y_test, p: Classif
 def save(path: Path, model: DigitClassifier) -> None:
     """State dict plus config; loadable with torch.load(weights_only=True)."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        torch.save({"config": model.config.model_dump(), "state_dict": state}, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: equal models give equal bytes
+        torch.save({"config": model.config.model_dump(), "state_dict": state}, f)
 
 
 def load(path: Path) -> DigitClassifier:
