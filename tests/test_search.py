@@ -254,3 +254,50 @@ def test_a_worker_stopped_with_sigterm_stops_its_trial_and_leaves_nothing_runnin
     assert trial.state.name == "FAIL" and "interrupted" in trial.user_attrs["fail_reason"]
     time.sleep(2)
     assert exp_names(fork) == [] and [r for r in runs(fork) if r.info.run_id not in before] == []
+
+
+# --------------------------------------------------------------------------- the dashboard
+
+
+def test_the_dashboard_serves_the_study_with_its_pruned_trial_to_a_browser(tmp_path, launch_chromium):
+    import json
+    import urllib.request
+
+    import optuna
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    root = project_files(tmp_path / "p")
+    study = optuna.create_study(storage=f"sqlite:///{root / 'optuna.db'}", study_name="s")  # the default storage
+    done = study.ask()
+    done.report(130.5, 1)
+    study.tell(done, 120.25)
+    hopeless = study.ask()
+    hopeless.report(544.75, 1)
+    study.tell(hopeless, state=optuna.trial.TrialState.PRUNED)
+    port = free_port()
+    server = subprocess.Popen([str(BIN / "mnist-vae"), "search", "dashboard", "--port", str(port)], cwd=root,
+                              env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+
+    def studies():
+        try:
+            with urllib.request.urlopen(f"{base}/api/studies", timeout=5) as r:
+                return json.load(r)["study_summaries"]
+        except OSError:
+            assert server.poll() is None, server.stdout.read()
+            return None
+
+    try:
+        wait_for(lambda: studies() is not None, "the dashboard's API", timeout=120)
+        [summary] = studies()
+        assert summary["study_name"] == "s"
+        driver = launch_chromium(1400, 900)
+        driver.get(f"{base}/dashboard/studies/{summary['study_id']}")
+        text = lambda d: d.find_element("tag name", "body").text  # noqa: E731
+        WebDriverWait(driver, 60).until(lambda d: "120.25" in text(d))  # the best value, on the study's page
+        driver.get(f"{base}/dashboard/studies/{summary['study_id']}/trials")
+        WebDriverWait(driver, 60).until(lambda d: "Pruned" in text(d) or "PRUNED" in text(d))
+    finally:
+        server.terminate()
+        out, _ = server.communicate(timeout=60)
+    assert f"optuna-dashboard on {base}/ over sqlite:///" in out
