@@ -278,6 +278,21 @@ def test_mixture_log_density_in_float32_at_the_vampprior_size_matches_float64():
     assert (ours.double() - exact).abs().max() < 0.01  # nats, of log-densities near +26 (measured: 0.006)
 
 
+@pytest.mark.parametrize("z_type, component_type", [(torch.float64, torch.float32), (torch.float32, torch.float64)])
+def test_mixture_log_density_takes_codes_and_components_of_different_precisions(z_type, component_type):
+    # the sampler stage's codes are float64 and a VampPrior's components float32 (or the other way round):
+    # the density is computed in the wider type, as the float64 reference
+    g = torch.Generator().manual_seed(5)
+    mu, logvar = torch.randn(7, 4, generator=g, dtype=torch.float64), torch.randn(7, 4, generator=g, dtype=torch.float64)
+    z = torch.randn(9, 4, generator=g, dtype=torch.float64)
+    exact = objectives.mixture_log_density(z, mu, logvar)
+    ours = objectives.mixture_log_density(z.to(z_type), mu.to(component_type), logvar.to(component_type))
+    assert ours.dtype == torch.float64
+    torch.testing.assert_close(ours, objectives.mixture_log_density(
+        z.to(z_type).double(), mu.to(component_type).double(), logvar.to(component_type).double()), rtol=0, atol=0)
+    assert (ours - exact).abs().max() < 1e-4  # only the float32 side's rounding
+
+
 def test_mixture_log_density_is_finite_far_from_every_component():
     mu, logvar = torch.zeros(4, 3), torch.full((4, 3), -6.0)  # narrow components at the origin
     mu[1:, 0] = torch.tensor([1.0, 2.0, 3.0])

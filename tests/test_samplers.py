@@ -202,6 +202,21 @@ def test_resolve_names_the_samplers_a_model_has_and_falls_back_to_the_prior_with
         samplers.resolve(bare, "gmm")
 
 
+def test_the_vampprior_scores_the_float64_codes_of_the_sampler_stage():
+    # codes() gives float64 on the CPU, the VampPrior's components are float32: the prior's log-density
+    # must be that of the float64 computation (evaluate's code_log_density crashed on it before)
+    torch.manual_seed(0)
+    model = VAE(ModelParams(hidden_dims=[8], latent_dim=3, prior="vamp", vamp_components=4)).eval()
+    z = samplers.codes(model, torch.rand(6, 784), "mu", torch.Generator().manual_seed(0))
+    assert z.dtype == torch.float64
+    ours = samplers.log_density(model, samplers.PRIOR, z)
+    with torch.no_grad():
+        mu, logvar = (t.double() for t in model.prior_components())
+    exact = torch.logsumexp(-0.5 * (((z[:, None] - mu[None]) ** 2 / logvar.exp()[None]).sum(-1)
+                                    + logvar.sum(-1) + 3 * math.log(2 * math.pi)), dim=-1) - math.log(4)
+    torch.testing.assert_close(ours, exact, rtol=0, atol=1e-9)
+
+
 # ---------------------------------------------------------------- on real digits
 
 

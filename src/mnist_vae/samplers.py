@@ -253,8 +253,8 @@ def draw(model, name: str, n: int, generator: torch.Generator, temperature: floa
 def log_density(model, name: str, z: torch.Tensor, state: Optional[dict] = None) -> torch.Tensor:
     """log q(z) per row of z under the sampler `name` (nats, float64): the model's log_prior for the prior,
     the mixture's log-density (torch.distributions) otherwise. `state` overrides the model's samplers."""
-    if name == PRIOR:
-        return model.log_prior(z.double())
+    if name == PRIOR:  # on the model's device (the codes are on the CPU), the answer back where z is
+        return model.log_prior(z.to(model.fc_mu_logvar.weight.device, torch.float64)).to(z.device)
     s = state["samplers"][name] if state else _state(model, name)
     return _mixture(s, z.device).log_prob(z.double())
 
