@@ -136,8 +136,8 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 # the test files that take minutes (real pipelines, servers), longest first: `make test` hands whole files to
 # its pytest-xdist workers in collection order, so these start first and the short files fill the gaps after
-LONG_FILES = ["test_search_team.py", "test_pipeline.py", "test_team.py", "test_resume.py", "test_search.py",
-              "test_tracking_ui.py", "test_tracking.py"]
+LONG_FILES = ["test_search_team.py", "test_pipeline.py", "test_option_matrix.py", "test_team.py", "test_resume.py",
+              "test_search.py", "test_tracking_ui.py", "test_tracking.py"]
 
 
 def pytest_collection_modifyitems(items):
