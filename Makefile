@@ -35,7 +35,7 @@ test: setup  ## the test suite (what CI runs); TEST_WORKERS=N pytest processes, 
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 ui: setup  ## the MLflow UI on 127.0.0.1 over this project's store (a tracking server has its own)
-	@$(BIN)/python -m mnist_vae.tracking
+	@$(BIN)/python -m mnist_vae.pipeline.mlflow_store
 	@case "$${MLFLOW_TRACKING_URI:-}" in http://*|https://*) exit 0;; esac; \
 	$(BIN)/mlflow ui --host 127.0.0.1 --port $${MLFLOW_UI_PORT:-5000} \
 	  --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}

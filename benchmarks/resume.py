@@ -22,9 +22,9 @@ from pathlib import Path
 
 import torch
 
-from mnist_vae import training
-from mnist_vae.io import load_npz
-from mnist_vae.model import VAE
+from mnist_vae.vae import training
+from mnist_vae.files import load_npz
+from mnist_vae.vae.model import VAE
 from mnist_vae.params import load_params
 
 

@@ -20,9 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mnist_vae import classifier, quality, samplers
-from mnist_vae.io import load_npz
-from mnist_vae.model import load_checkpoint
+from mnist_vae.scoring import classifier
+from mnist_vae.scoring import quality
+from mnist_vae.vae import samplers
+from mnist_vae.files import load_npz
+from mnist_vae.vae.model import load_checkpoint
 from mnist_vae.params import QualityParams, SamplerParams, load_params
 
 

@@ -11,8 +11,8 @@ import time
 import numpy as np
 import torch
 
-from mnist_vae import training
-from mnist_vae.model import VAE
+from mnist_vae.vae import training
+from mnist_vae.vae.model import VAE
 from mnist_vae.params import ModelParams, TrainParams
 
 

@@ -2,17 +2,18 @@
 
 import logging
 
-from mnist_vae import data
-from mnist_vae.cli import run_stage
-from mnist_vae.io import load_npz, save_npz
+from mnist_vae.data.dequantize import dequantize_splits
+from mnist_vae.data.sources import SPLITS
+from mnist_vae.files import load_npz, save_npz
+from mnist_vae.pipeline.stage import run_stage
 
 RAW = "data/raw/mnist.npz"
 OUT = "data/processed/{split}.npz"
 
 
 def main(params):
-    raw = load_npz(RAW, data.SPLITS, stage="download")
-    for split, arrays in data.dequantize_splits(raw, params.dequantize.mode, params.seed).items():
+    raw = load_npz(RAW, SPLITS)
+    for split, arrays in dequantize_splits(raw, params.dequantize.mode, params.seed).items():
         save_npz(OUT.format(split=split), arrays)
         logging.info("%s: x %s in [%.4f, %.4f]", split, arrays["x"].shape, arrays["x"].min(), arrays["x"].max())
 

@@ -1,14 +1,14 @@
 """download: exact MNIST from data.source -> data/raw/mnist.npz (four uint8 arrays, SHA-256 verified)."""
 
-from mnist_vae import data
-from mnist_vae.cli import run_stage
-from mnist_vae.io import save_npz
+from mnist_vae.data import sources
+from mnist_vae.files import save_npz
+from mnist_vae.pipeline.stage import run_stage
 
 OUT = "data/raw/mnist.npz"
 
 
 def main(params):
-    arrays, _ = data.download(params.data)
+    arrays, _ = sources.download(params.data)
     save_npz(OUT, arrays)
 
 

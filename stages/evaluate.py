@@ -5,11 +5,12 @@ from pathlib import Path
 
 import torch
 
-from mnist_vae import classifier, evaluation, quality, samplers
-from mnist_vae.cli import run_stage
-from mnist_vae.io import load_npz, save_json
-from mnist_vae.model import load_checkpoint
-from mnist_vae.training import pick_device
+from mnist_vae.files import load_npz, save_json
+from mnist_vae.pipeline.stage import run_stage
+from mnist_vae.scoring import classifier, quality
+from mnist_vae.vae import evaluation, samplers
+from mnist_vae.vae.device import pick_device
+from mnist_vae.vae.model import load_checkpoint
 
 TRAIN, TEST = Path("data/processed/train.npz"), Path("data/processed/test.npz")
 RAW, CLASSIFIER = Path("data/raw/mnist.npz"), Path("models/classifier.pt")
@@ -21,10 +22,10 @@ def main(params):
     p = params.evaluate
     device = pick_device(params.train.device)
     model = load_checkpoint(MODEL, device)
-    model.samplers = samplers.load(SAMPLER, MODEL)
-    test = {k: torch.from_numpy(v) for k, v in load_npz(TEST, ("x", "y"), "dequantize").items()}
-    train = {k: torch.from_numpy(v) for k, v in load_npz(TRAIN, ("x", "y"), "dequantize").items()}
-    raw = load_npz(RAW, ("x_train", "x_test"), "download")
+    fitted = samplers.load(SAMPLER, MODEL)
+    test = {k: torch.from_numpy(v) for k, v in load_npz(TEST, ("x", "y")).items()}
+    train = {k: torch.from_numpy(v) for k, v in load_npz(TRAIN, ("x", "y")).items()}
+    raw = load_npz(RAW, ("x_train", "x_test"))
     digit_classifier = classifier.load(CLASSIFIER)
     x_test = test["x"][: p.max_examples] if p.max_examples else test["x"]
     torch.manual_seed(params.seed)
@@ -34,17 +35,21 @@ def main(params):
     metrics["eval_time"] = time.perf_counter() - start
     start = time.perf_counter()
     metrics["quality"] = quality.evaluate(
-        model, digit_classifier, {"x": train["x"].to(device), "y": train["y"]},
+        model, fitted, digit_classifier, {"x": train["x"].to(device), "y": train["y"]},
         {"x": test["x"].to(device), "y": test["y"]}, raw, params.dequantize.mode, params.quality,
         torch.Generator().manual_seed(params.seed), sampler_seed=params.seed)
     metrics["quality"]["code_log_density"] = samplers.code_log_density(
-        model, test["x"].to(device), model.samplers["fit_on"], list(samplers.fitted(model)),
-        torch.Generator().manual_seed(params.seed))
+        model, fitted, test["x"].to(device), fitted.fit_on, torch.Generator().manual_seed(params.seed))
     metrics["quality_time"] = time.perf_counter() - start
     save_json(OUT, metrics)
+    report(metrics, p.iw_samples, model.latent_dim)
+
+
+def report(metrics: dict, iw_samples: int, latent_dim: int) -> None:
+    """What a person reads at the end of the stage."""
     t, q = metrics["test"], metrics["quality"]
-    print(f"test: -ELBO {t['nelbo']:.2f}, IWAE(K={p.iw_samples}) NLL {t['iw_nll']:.2f} ± {t['iw_nll_se']:.2f} nats, "
-          f"active units {metrics['posterior']['active_units']}/{model.latent_dim}, {metrics['eval_time']:.1f}s")
+    print(f"test: -ELBO {t['nelbo']:.2f}, IWAE(K={iw_samples}) NLL {t['iw_nll']:.2f} ± {t['iw_nll_se']:.2f} nats, "
+          f"active units {metrics['posterior']['active_units']}/{latent_dim}, {metrics['eval_time']:.1f}s")
     print(f"quality: sample FID {q['samples']['fid']:.2f} (train/test floor {q['reference']['fid']:.2f}), "
           f"precision {q['samples']['precision']:.3f}, recall {q['samples']['recall']:.3f}, "
           f"reconstruction accuracy {q['reconstructions']['accuracy']:.4f}, probe {q['probe']['test_accuracy']:.4f}, "

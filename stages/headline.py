@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-from mnist_vae import headline
-from mnist_vae.cli import run_stage
-from mnist_vae.io import save_json
+from mnist_vae.files import save_json
+from mnist_vae.pipeline import headline
+from mnist_vae.pipeline.stage import run_stage
 
 OUT = Path("metrics/headline.json")
 

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import torch
 
-from mnist_vae import classifier, explorer, figures, quality, samplers
-from mnist_vae.cli import run_stage
-from mnist_vae.io import load_history, load_npz
-from mnist_vae.model import load_checkpoint
+from mnist_vae.files import load_history, load_npz
+from mnist_vae.pipeline.stage import run_stage
+from mnist_vae.report import canvas, explorer, figures
+from mnist_vae.scoring import classifier, quality
+from mnist_vae.vae import samplers
+from mnist_vae.vae.model import load_checkpoint
 
 TEST, HISTORY = Path("data/processed/test.npz"), Path("metrics/history.csv")
 CLASSIFIER = Path("models/classifier.pt")
@@ -21,39 +23,40 @@ EXPLORER = Path("reports/explorer.html")
 
 def main(params):
     model = load_checkpoint(MODEL)
-    model.samplers = samplers.load(SAMPLER, MODEL)
-    test = load_npz(TEST, ("x", "y"), "dequantize")
+    fitted = samplers.load(SAMPLER, MODEL)
+    test = load_npz(TEST, ("x", "y"))
     OUT.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".figures.", dir=OUT.parent))  # renamed over OUT when complete
     try:
-        for name, fig in wanted(params, model, torch.from_numpy(test["x"]), test["y"]):
-            figures.save(fig, tmp / f"{name}.png")
+        for name, fig in wanted(params, model, fitted, torch.from_numpy(test["x"]), test["y"]):
+            canvas.save(fig, tmp / f"{name}.png")
         shutil.rmtree(OUT, ignore_errors=True)
         tmp.rename(OUT)
         print(f"render: {len(list(OUT.glob('*.png')))} figures in {OUT}/")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if params.render.explorer:
-        explorer.write(EXPLORER, model, torch.from_numpy(test["x"]), test["y"], params.seed,
+        explorer.write(EXPLORER, model, fitted, torch.from_numpy(test["x"]), test["y"], params.seed,
                        params.evaluate.active_unit_threshold)
         print(f"render: the latent explorer in {EXPLORER} ({EXPLORER.stat().st_size / 1e6:.1f} MB)")
     else:
         explorer.write_off_notice(EXPLORER)
 
 
-def wanted(params, model, x, y):
+def wanted(params, model, fitted, x, y):
     """(name, figure) for each figure the render params ask for; each random figure has its own stream."""
     p, seed = params.render, params.seed
 
     def gen():
         return torch.Generator().manual_seed(seed)
 
+    prior = samplers.get(model, fitted, samplers.PRIOR)
     if p.samples_grid:
-        yield "samples", figures.samples_grid(model, p.samples_grid, gen())
-        for name in samplers.fitted(model):  # each fitted sampler's grid, and beside the prior's on the same seed
-            yield f"samples_{name}", figures.samples_grid(model, p.samples_grid, gen(), name)
-            yield f"samples_prior_vs_{name}", figures.samplers_side_by_side(model, p.samples_grid, seed,
-                                                                            [samplers.PRIOR, name])
+        yield "samples", figures.samples_grid(model, prior, p.samples_grid, gen())
+        for name in fitted.names:  # each fitted sampler's grid, and beside the prior's on the same seed
+            sampler = samplers.get(model, fitted, name)
+            yield f"samples_{name}", figures.samples_grid(model, sampler, p.samples_grid, gen())
+            yield f"samples_prior_vs_{name}", figures.samplers_side_by_side(model, [prior, sampler], p.samples_grid, seed)
     if model.config.prior == "vamp":
         yield "pseudo_inputs", figures.pseudo_inputs(model)
     if p.interpolation_rows:
@@ -69,13 +72,13 @@ def wanted(params, model, x, y):
     if p.manifold_grid and model.latent_dim == 2:
         yield "manifold", figures.manifold(model, p.manifold_grid)
     if p.class_sheet or p.class_histogram:
-        yield from _class_figures(params, model, gen())
+        yield from _class_figures(params, model, prior, gen())
 
 
-def _class_figures(params, model, generator):
+def _class_figures(params, model, prior, generator):
     """The prior samples of evaluate's quality metrics (same seed, count and mapping), classified."""
     n = params.quality.n_samples
-    images = quality.generate(model, n, params.dequantize.mode, generator)
+    images = quality.generate(model, prior, n, params.dequantize.mode, generator)
     _, probs = classifier.predict(classifier.load(CLASSIFIER), images)
     predicted = probs.argmax(1).numpy()
     if params.render.class_sheet:

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import torch
 
-from mnist_vae import samplers
-from mnist_vae.cli import run_stage
-from mnist_vae.io import load_npz, save_json, sha256_file
-from mnist_vae.model import load_checkpoint
-from mnist_vae.training import pick_device
+from mnist_vae.files import load_npz, save_json, sha256_file
+from mnist_vae.pipeline.stage import run_stage
+from mnist_vae.vae import samplers
+from mnist_vae.vae.device import pick_device
+from mnist_vae.vae.model import load_checkpoint
 
 TRAIN, MODEL = Path("data/processed/train.npz"), Path("models/vae.pt")
 OUT, METRICS = Path("models/sampler.pt"), Path("metrics/sampler.json")
@@ -20,7 +20,7 @@ def main(params):
     start = time.perf_counter()
     digest = sha256_file(MODEL)
     model = load_checkpoint(MODEL, pick_device(params.train.device))
-    x = torch.from_numpy(load_npz(TRAIN, ("x",), "dequantize")["x"]).to(next(model.parameters()).device)
+    x = torch.from_numpy(load_npz(TRAIN, ("x",))["x"]).to(next(model.parameters()).device)
     state, summary = samplers.fit(model, x, params.sampler, params.seed)
     summary["stage_time"] = time.perf_counter() - start
     save_json(METRICS, summary)

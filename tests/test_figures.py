@@ -5,8 +5,9 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from mnist_vae import figures, samplers
-from mnist_vae.model import VAE
+from mnist_vae.report import figures
+from mnist_vae.vae import samplers
+from mnist_vae.vae.model import VAE
 from mnist_vae.params import ModelParams
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mnist_vae import headline
+from mnist_vae.pipeline import headline
 from mnist_vae.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -5,7 +5,7 @@ import PIL.Image
 import pytest
 
 from mnist_vae.errors import UserError
-from mnist_vae.images import read_digit, save_grid
+from mnist_vae.api.images import read_digit, save_grid
 
 from conftest import FIXTURE_DIGITS
 

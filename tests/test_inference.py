@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from mnist_vae import inference, load, postprocess, preprocess, samplers
-from mnist_vae.data import dequantize
+from mnist_vae import load, postprocess, preprocess
+from mnist_vae.api import tasks as inference
+from mnist_vae.vae import samplers
+from mnist_vae.data.sources import dequantize
 from mnist_vae.errors import UserError
-from mnist_vae.model import VAE, save_checkpoint
+from mnist_vae.vae.model import VAE, save_checkpoint
 from mnist_vae.params import ModelParams
 
 PIXELS = np.arange(256, dtype=np.uint8)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from mnist_vae.errors import UserError
-from mnist_vae.io import atomic_path, load_npz, save_json, save_npz, sha256_file
+from mnist_vae.files import atomic_path, load_npz, save_json, save_npz, sha256_file
 
 
 def one_line(message: str) -> bool:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mnist_vae.errors import UserError
-from mnist_vae.model import VAE, load_checkpoint, save_checkpoint
+from mnist_vae.vae.model import VAE, load_checkpoint, save_checkpoint
 from mnist_vae.params import ModelParams
 
 

@@ -8,8 +8,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mnist_vae import objectives
-from mnist_vae.model import VAE
+from mnist_vae.vae import objectives
+from mnist_vae.vae.model import VAE
 from mnist_vae.params import ModelParams
 
 

@@ -25,8 +25,9 @@ import pytest
 import torch
 import yaml
 
-from mnist_vae import headline, tracking
-from mnist_vae.team_server import free_port
+from mnist_vae.pipeline import headline
+from mnist_vae.pipeline import tracking
+from mnist_vae.ops.team_server import free_port
 from mnist_vae.params import Params, load_params
 
 REPO = Path(__file__).resolve().parents[1]

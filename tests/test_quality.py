@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from mnist_vae import classifier, quality
-from mnist_vae.model import VAE
+from mnist_vae.scoring import classifier
+from mnist_vae.scoring import quality
+from mnist_vae.vae.model import VAE
 from mnist_vae.params import ClassifierParams, ModelParams, QualityParams
 
 FIXTURE = Path(__file__).parent / "fixtures" / "mnist_small.npz"

@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from mnist_vae import classifier, quality, samplers
+from mnist_vae.scoring import classifier
+from mnist_vae.scoring import quality
+from mnist_vae.vae import samplers
 from mnist_vae.errors import UserError
-from mnist_vae.io import sha256_file
-from mnist_vae.model import VAE, load_checkpoint
+from mnist_vae.files import sha256_file
+from mnist_vae.vae.model import VAE, load_checkpoint
 from mnist_vae.params import ClassifierParams, ModelParams, QualityParams, SamplerParams
 
 from conftest import FIXTURE_DIGITS
@@ -145,7 +147,7 @@ def test_a_changed_checkpoint_makes_the_stored_sampler_stale(project):
     model = load_checkpoint(checkpoint)
     with torch.no_grad():
         model.fc_mu_logvar.bias.add_(0.01)
-    from mnist_vae.model import save_checkpoint
+    from mnist_vae.vae.model import save_checkpoint
 
     save_checkpoint(checkpoint, model)
     with pytest.raises(UserError, match=r"sampler.pt was fitted to another checkpoint .*`dvc repro sampler`"):
@@ -225,8 +227,8 @@ def test_on_the_fixture_digits_the_fitted_sampler_beats_the_prior():
     mixture must give the test digits' codes a higher log-density and its samples a lower FID than the
     prior (measured: -7.0 vs -16.7 nats, FID 54 vs 85). A sampler that silently fell back to the prior
     would tie it on both counts."""
-    from mnist_vae import training
-    from mnist_vae.data import dequantize_splits
+    from mnist_vae.vae import training
+    from mnist_vae.data.sources import dequantize_splits
     from mnist_vae.params import TrainParams
 
     with np.load(FIXTURE_DIGITS) as f:

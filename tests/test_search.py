@@ -14,8 +14,8 @@ import yaml
 
 from mnist_vae.errors import UserError
 from mnist_vae.params import RESULT_SECTIONS
-from mnist_vae.search import load_spec, set_param
-from mnist_vae.team_server import free_port
+from mnist_vae.ops.search import load_spec, set_param
+from mnist_vae.ops.team_server import free_port
 from test_pipeline import BIN, REPO, env, fork, ran_stages, runs, set_params, sh, wait_for  # noqa: F401
 
 SMALL_SEARCH = {"study": "s", "objectives": [{"metric": "eval.test.iw_nll", "direction": "minimize"}],
@@ -86,7 +86,7 @@ def test_an_unreachable_storage_is_one_line_with_the_password_masked(tmp_path):
 def test_a_trial_the_schema_refuses_fails_with_its_line_and_the_worker_goes_on(tmp_path):
     import optuna
 
-    from mnist_vae.search import Worker, open_study
+    from mnist_vae.ops.search import Worker, open_study
 
     # each value alone is valid, iwae with beta 2 is not; the other point's experiment fails (no git, no DVC here)
     root = project_files(tmp_path / "p", space={"train.objective": ["iwae"], "train.beta": [2.0, 1.0]})
@@ -177,10 +177,10 @@ def test_the_pruner_needs_one_objective_to_minimize(tmp_path):
 def test_the_pruner_reads_the_lines_training_prints(capsys):
     import torch
 
-    from mnist_vae import training
-    from mnist_vae.model import VAE
+    from mnist_vae.vae import training
+    from mnist_vae.vae.model import VAE
     from mnist_vae.params import ModelParams, TrainParams
-    from mnist_vae.search import epoch_losses
+    from mnist_vae.ops.search import epoch_losses
 
     torch.manual_seed(0)
     data = training.Data(x_train=torch.rand(64, 784), x_test=torch.rand(32, 784))
@@ -194,7 +194,7 @@ def test_the_pruner_reads_the_lines_training_prints(capsys):
 
 @pytest.mark.slow
 def test_a_hopeless_trial_is_pruned_and_leaves_nothing(fork):  # noqa: F811 (the pipeline's fixture)
-    from mnist_vae.search import open_storage, open_study
+    from mnist_vae.ops.search import open_storage, open_study
 
     search = {**SMALL_SEARCH, "study": "p", "sampler": "random", "pruner": "median", "prune_startup_trials": 1,
               "prune_warmup_epochs": 0, "space": {"train.lr": [0.003, 1.0e-6], "train.epochs": [3, 400]}}

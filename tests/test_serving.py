@@ -15,9 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from mnist_vae import inference, load, preprocess, serving
-from mnist_vae.model import VAE
-from mnist_vae.team_server import free_port
+from mnist_vae import load, preprocess
+from mnist_vae.api import tasks as inference
+from mnist_vae.api import serving
+from mnist_vae.vae.model import VAE
+from mnist_vae.ops.team_server import free_port
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +81,7 @@ def test_the_saved_model_is_the_vae_for_mlflow_pytorch_and_a_signed_pyfunc(saved
     assert torch.equal(inference.decode(model, z), inference.decode(vae, z))
     pyfunc = mlflow.pyfunc.load_model(str(saved))
     meta = pyfunc.metadata
-    assert meta.flavors["python_function"]["loader_module"] == "mnist_vae.serving"
+    assert meta.flavors["python_function"]["loader_module"] == "mnist_vae.api.serving"
     assert {p.name: p.default for p in meta.signature.params.params} == {"task": "reconstruct", "n": 1, "seed": 0, "temperature": 1.0,
                                                                          "sampler": "prior"}
     assert meta.metadata["dequantize_mode"] == "uniform"

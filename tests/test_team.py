@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from mnist_vae.errors import UserError
-from mnist_vae.team_server import (ENV_ADMIN_PASSWORD, INSTALL_HINT, Credentials, TeamServer, admin_from_env,
+from mnist_vae.ops.team_server import (ENV_ADMIN_PASSWORD, INSTALL_HINT, Credentials, TeamServer, admin_from_env,
                                    find_pg_bin, free_port)
 
 pytestmark = pytest.mark.team
@@ -119,7 +119,7 @@ def test_the_admin_password_comes_from_the_environment_and_is_never_written(team
 def test_start_without_an_admin_password_says_so_in_one_line(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MNIST_VAE_")}
     env["PYTHONPATH"] = str(REPO / "src")
-    proc = subprocess.run([sys.executable, "-m", "mnist_vae.team_server", "start", "--dir", str(tmp_path / "t")],
+    proc = subprocess.run([sys.executable, "-m", "mnist_vae.ops.team_server", "start", "--dir", str(tmp_path / "t")],
                           capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
@@ -128,7 +128,7 @@ def test_start_without_an_admin_password_says_so_in_one_line(tmp_path):
 
 
 def test_without_postgresql_start_says_how_to_install_it(monkeypatch, tmp_path):
-    import mnist_vae.team_server as team_server
+    import mnist_vae.ops.team_server as team_server
 
     monkeypatch.setattr(team_server.shutil, "which", lambda name: None)
     monkeypatch.setattr(team_server.glob, "glob", lambda pattern: [])

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from mnist_vae import tracking
+from mnist_vae.pipeline import tracking
 from mnist_vae.errors import UserError
-from mnist_vae.io import save_npz, sha256_file
-from mnist_vae.model import VAE, save_checkpoint
-from mnist_vae.team_server import free_port
+from mnist_vae.files import save_npz, sha256_file
+from mnist_vae.vae.model import VAE, save_checkpoint
+from mnist_vae.ops.team_server import free_port
 from mnist_vae.params import Params
 
 
@@ -138,7 +138,7 @@ def test_one_run_holds_params_histories_metrics_artifacts_tags_and_model(store, 
     assert name == "vae-mlp-bernoulli-z2"
     assert isinstance(mlflow.pytorch.load_model(f"runs:/{run_id}/{name}"), VAE)  # the model is in the run's experiment
     info = mlflow.models.get_model_info(f"models:/tiny-vae/{version.version}")
-    assert info.flavors["python_function"]["loader_module"] == "mnist_vae.serving"  # the served pyfunc
+    assert info.flavors["python_function"]["loader_module"] == "mnist_vae.api.serving"  # the served pyfunc
     assert {p.name for p in info.signature.params.params} == {"task", "n", "seed", "temperature", "sampler"}
 
 

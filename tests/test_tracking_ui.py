@@ -22,11 +22,12 @@ import pytest
 import torch
 import yaml
 
-from mnist_vae import samplers, tracking
-from mnist_vae.io import load_npz, sha256_file
-from mnist_vae.model import load_checkpoint
+from mnist_vae.vae import samplers
+from mnist_vae.pipeline import tracking
+from mnist_vae.files import load_npz, sha256_file
+from mnist_vae.vae.model import load_checkpoint
 from mnist_vae.params import SamplerParams
-from mnist_vae.team_server import free_port
+from mnist_vae.ops.team_server import free_port
 from test_pipeline import mlflow_ui
 from test_tracking import root, write_result  # noqa: F401  (root: a fixture)
 

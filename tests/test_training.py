@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from mnist_vae import evaluation, objectives, training
+from mnist_vae.vae import evaluation
+from mnist_vae.vae import objectives
+from mnist_vae.vae import training
 from mnist_vae.errors import UserError
-from mnist_vae.model import VAE, load_checkpoint, save_checkpoint
+from mnist_vae.vae.model import VAE, load_checkpoint, save_checkpoint
 from mnist_vae.params import ModelParams, TrainParams
 
 FIXTURE = Path(__file__).parent / "fixtures" / "mnist_small.npz"
@@ -282,7 +284,7 @@ def test_cuda_requested_without_cuda_is_a_clear_error():
 
 
 def _run_train_stage(tmp_path, repo_root, x_train, train_yaml):
-    from mnist_vae.io import save_npz
+    from mnist_vae.files import save_npz
 
     n = len(x_train)
     save_npz(tmp_path / "data" / "processed" / "train.npz", {"x": x_train, "y": np.zeros(n, np.uint8)})
@@ -452,7 +454,7 @@ def saved_state(digits, tmp_path):
 
 def _load(path, caplog, fingerprint=None, epochs=3):
     caplog.clear()
-    with caplog.at_level("INFO", logger="mnist_vae.training"):
+    with caplog.at_level("INFO", logger="mnist_vae.vae.training"):
         state = training.load_state(path, fingerprint or {"seed": 0, "train.lr": 0.001}, epochs)
     return state, [r.getMessage() for r in caplog.records]
 
@@ -512,7 +514,7 @@ def test_a_full_disk_keeps_the_previous_state_and_is_one_line(saved_state, caplo
 
 KILLED_WRITER = """
 import os, signal, sys, torch
-from mnist_vae import training
+from mnist_vae.vae import training
 state = torch.load(sys.argv[1], weights_only=True)
 real_save = torch.save
 def killed_halfway(obj, f, *args, **kwargs):  # half of the file, then SIGKILL (no handler, no cleanup runs)

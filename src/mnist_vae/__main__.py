@@ -2,6 +2,6 @@
 
 import sys
 
-from mnist_vae.command import main
+from mnist_vae.command_line import main
 
 sys.exit(main())

@@ -1,0 +1,98 @@
+"""The `gmm` sampler: a Gaussian mixture with full covariances, fitted by scikit-learn's GaussianMixture (EM
+from a k-means start seeded with the pipeline's seed), drawn and scored in torch from its stored tensors.
+
+Stored as {kind, weights (K,), means (K, d), scale_tril (K, d, d), converged, n_iter}: float64 tensors,
+a bool and an int. A draw: the component k ~ Categorical(weights) and eps ~ N(0, I) from the CPU generator
+given (so a seed gives the same z on every device), then z = means[k] + T * L[k] eps on the model's
+device, with L[k] the Cholesky factor of covariance k and T the temperature.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+
+from mnist_vae.errors import UserError, one_line
+
+KIND = "gmm"
+
+
+def fit(z: torch.Tensor, components: int, max_iter: int = 100, reg_covar: float = 1e-6, seed: int = 0) -> dict:
+    """A full-covariance Gaussian mixture fitted to the rows of z (see the module doc for what it returns)."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.mixture import GaussianMixture
+    from threadpoolctl import threadpool_limits
+
+    n = len(z)
+    if components > n:
+        raise UserError(f"sampler.gmm_components is {components} but there are only {n} codes to fit; "
+                        f"lower sampler.gmm_components to at most {n} (or raise sampler.fit_examples)")
+    mixture = GaussianMixture(components, covariance_type="full", max_iter=max_iter, reg_covar=reg_covar,
+                              random_state=seed)
+    # one BLAS/OpenMP thread: the EM's per-component products are too small to share, and on a busy 2-core
+    # machine 2 threads took 59-77 s of wall and 76-82 s of CPU for the default fit, 1 thread 39-48 s and 34-36 s
+    with warnings.catch_warnings(), threadpool_limits(1):
+        warnings.simplefilter("ignore", ConvergenceWarning)  # recorded as `converged`
+        try:
+            mixture.fit(z.double().cpu().numpy())
+        except (ValueError, np.linalg.LinAlgError) as exc:
+            raise UserError(f"the {components}-component mixture could not be fitted to {n} codes "
+                            f"({one_line(exc, 200)}); lower sampler.gmm_components or raise sampler.gmm_reg_covar") from None
+    covariances = torch.from_numpy(mixture.covariances_)
+    scale_tril, info = torch.linalg.cholesky_ex(covariances)
+    if info.any() or not torch.isfinite(covariances).all():
+        raise UserError(f"the {components}-component mixture has a singular covariance; lower "
+                        "sampler.gmm_components or raise sampler.gmm_reg_covar")
+    return {"kind": KIND, "weights": torch.from_numpy(mixture.weights_).double(),
+            "means": torch.from_numpy(mixture.means_).double(), "scale_tril": scale_tril.double(),
+            "converged": bool(mixture.converged_), "n_iter": int(mixture.n_iter_)}
+
+
+def check(s: dict, latent_dim: int) -> None:
+    """Raise ValueError unless `s` is a valid stored mixture in `latent_dim` dimensions."""
+    w, m, L = s["weights"], s["means"], s["scale_tril"]
+    k = len(w)
+    if w.shape != (k,) or m.shape != (k, latent_dim) or L.shape != (k, latent_dim, latent_dim):
+        raise ValueError(f"{KIND}: shapes {tuple(w.shape)}, {tuple(m.shape)}, {tuple(L.shape)} do not fit latent_dim {latent_dim}")
+    if not all(torch.isfinite(t).all() for t in (w, m, L)) or (w < 0).any() or abs(float(w.sum()) - 1) > 1e-6:
+        raise ValueError(f"{KIND}: weights or parameters are not a valid mixture")
+    if not (torch.diagonal(L, dim1=-2, dim2=-1) > 0).all() or not torch.equal(L, L.tril()):
+        raise ValueError(f"{KIND}: scale_tril is not lower triangular with a positive diagonal")
+
+
+def summary(s: dict) -> dict:
+    """What metrics/sampler.json says of a fitted mixture."""
+    return {"components": len(s["weights"]), "converged": s["converged"], "n_iter": s["n_iter"]}
+
+
+class Sampler:
+    """Draws from, and scores codes under, a stored mixture."""
+
+    name = KIND
+
+    def __init__(self, s: dict, device: torch.device):
+        self.s, self.device = s, device
+
+    def draw(self, n: int, generator: torch.Generator, temperature: float = 1.0) -> torch.Tensor:
+        """n draws z (n, d), float32 on the device (see the module doc)."""
+        s = self.s
+        k = torch.multinomial(s["weights"], n, replacement=True, generator=generator)
+        eps = torch.randn(n, s["means"].shape[1], generator=generator, dtype=torch.float64)
+        k, eps = k.to(self.device), eps.to(self.device)
+        scale = s["scale_tril"].to(self.device)[k]
+        z = s["means"].to(self.device)[k] + temperature * (scale @ eps.unsqueeze(-1)).squeeze(-1)
+        return z.float()
+
+    def log_density(self, z: torch.Tensor) -> torch.Tensor:
+        """log q(z) per row (nats, float64), by torch.distributions."""
+        s = self.s
+        mixture = torch.distributions.MixtureSameFamily(
+            torch.distributions.Categorical(probs=s["weights"].to(z.device)),
+            torch.distributions.MultivariateNormal(s["means"].to(z.device), scale_tril=s["scale_tril"].to(z.device)))
+        return mixture.log_prob(z.double())
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The weights, means and Cholesky factors as float64 arrays (for the explorer page)."""
+        return {key: self.s[key].double().numpy() for key in ("weights", "means", "scale_tril")}
