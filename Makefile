@@ -15,7 +15,7 @@ SEARCH_DASHBOARD_PORT ?= 8080
 # `make test`: pytest-xdist workers (2 = this project's 2-core machine; 0 = one process)
 TEST_WORKERS ?= 2
 
-.PHONY: setup repro track test ui bench docs docs-serve lock clean team-server team-server-stop search search-status search-dashboard
+.PHONY: setup repro track test test-fast ui bench docs docs-serve lock clean team-server team-server-stop search search-status search-dashboard
 
 setup: $(STAMP)
 
@@ -31,8 +31,11 @@ repro: setup  ## run the pipeline (only the stages whose inputs changed)
 track: setup  ## log the current outputs to MLflow again (a new or rebuilt store); nothing is retrained
 	$(BIN)/dvc repro -s -f track
 
-test: setup  ## the test suite (what CI runs); TEST_WORKERS=N pytest processes, each test file in one of them
+test: setup  ## the whole test suite (what CI runs); TEST_WORKERS=N pytest processes, each test file in one of them
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+
+test-fast: setup  ## the unit tests alone (no process, server, browser or store; seconds each): run it after every change
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --unit
 
 ui: setup  ## the MLflow UI on 127.0.0.1 over this project's store (a tracking server has its own)
 	@$(BIN)/python -m mnist_vae.pipeline.mlflow_store

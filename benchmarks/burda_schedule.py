@@ -33,12 +33,12 @@ PAPER = {"dequantize.mode": "binarize", "model.hidden_dims": [200, 200], "model.
 
 
 def score(repo: Path, k: int, examples: int, seed: int) -> dict:
-    from mnist_vae.vae import evaluation
     from mnist_vae.files import load_history, load_npz
+    from mnist_vae.vae import evaluation
     from mnist_vae.vae.model import load_checkpoint
 
     model = load_checkpoint(repo / "models" / "vae.pt")
-    x = torch.from_numpy(load_npz(repo / "data" / "processed" / "test.npz", ("x",), "dequantize")["x"][:examples])
+    x = torch.from_numpy(load_npz(repo / "data" / "processed" / "test.npz", ("x",))["x"][:examples])
     torch.manual_seed(seed)
     start = time.perf_counter()
     with torch.no_grad():
@@ -63,7 +63,7 @@ def main() -> None:
     args = ap.parse_args()
     repo = args.repo.resolve()
     sys.path.insert(0, str(repo / "src"))  # score with the clone's package, as its stages do
-    from mnist_vae.ops.search import with_overrides
+    from mnist_vae.ops.search.spec import with_overrides
 
     torch.set_num_threads(args.threads)
     out = repo / "nll.jsonl"

@@ -22,10 +22,12 @@ from pathlib import Path
 
 import torch
 
-from mnist_vae.vae import training
 from mnist_vae.files import load_npz
-from mnist_vae.vae.model import VAE
 from mnist_vae.params import load_params
+from mnist_vae.vae import state as state_module
+from mnist_vae.vae import training
+from mnist_vae.vae.device import pick_device
+from mnist_vae.vae.model import VAE
 
 
 def main():
@@ -34,11 +36,11 @@ def main():
     args = parser.parse_args()
     params = load_params()
     p = params.train.model_copy(update={"epochs": args.epochs})
-    device = training.pick_device(p.device)
-    x = load_npz("data/processed/train.npz", ("x",), "dequantize")["x"]
+    device = pick_device(p.device)
+    x = load_npz("data/processed/train.npz", ("x",))["x"]
     data = training.Data(torch.from_numpy(x).to(device),
-                         torch.from_numpy(load_npz("data/processed/test.npz", ("x",), "dequantize")["x"]).to(device))
-    fingerprint = training.fingerprint(params, {"train data": "-", "test data": "-", "n_train": len(x)}, device)
+                         torch.from_numpy(load_npz("data/processed/test.npz", ("x",))["x"]).to(device))
+    fingerprint = state_module.fingerprint(params, {"train data": "-", "test data": "-", "n_train": len(x)}, device)
     Path("models").mkdir(exist_ok=True)
     out = {"epochs": args.epochs, "threads": torch.get_num_threads(), "n_train": len(x),
            "load_average_before": os.getloadavg()}
@@ -48,7 +50,7 @@ def main():
 
         def save(state):
             start = time.perf_counter()
-            training.save_state(path, state, fingerprint)
+            state_module.save_state(path, state, fingerprint)
             saves.append(time.perf_counter() - start)
 
         captures, real_capture = [], training.capture
@@ -64,7 +66,7 @@ def main():
             torch.manual_seed(params.seed)
             model = VAE(params.model).to(device)
             training.capture = timed_capture if name == "saving" else real_capture
-            histories[name] = training.train(model, data, p, params.seed, device, save_state=save_state)
+            histories[name] = training.train(model, data, p, training.Seeds.from_seed(params.seed), device, save_state=save_state)
         training.capture = real_capture
         out["state_bytes"] = path.stat().st_size
     # a save: the copy of the state taken after the epoch's row (capture), then its write

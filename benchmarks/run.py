@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
@@ -38,10 +37,12 @@ import yaml
 sys.path.insert(0, str(Path(__file__).parent))
 import notebook_loop  # noqa: E402
 
-from mnist_vae.vae import evaluation
-from mnist_vae.vae import training  # noqa: E402
-from mnist_vae.vae.model import VAE  # noqa: E402
 from mnist_vae.params import ModelParams, TrainParams  # noqa: E402
+from mnist_vae.vae import (
+    evaluation,
+    training,  # noqa: E402
+)
+from mnist_vae.vae.model import VAE  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # stage commands run `python`: make it this interpreter's

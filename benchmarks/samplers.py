@@ -17,15 +17,14 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from mnist_vae.scoring import classifier
-from mnist_vae.scoring import quality
-from mnist_vae.vae import samplers
+from mnist_vae.data.dequantize import to_pixel_scale
 from mnist_vae.files import load_npz
+from mnist_vae.params import SamplerParams, load_params
+from mnist_vae.scoring import classifier, quality
+from mnist_vae.vae import samplers
 from mnist_vae.vae.model import load_checkpoint
-from mnist_vae.params import QualityParams, SamplerParams, load_params
 
 
 def main() -> None:
@@ -40,9 +39,9 @@ def main() -> None:
     seed, mode, p = params.seed, params.dequantize.mode, params.quality
     model = load_checkpoint(root / "models/vae.pt")
     digits = classifier.load(root / "models/classifier.pt")
-    raw = load_npz(root / "data/raw/mnist.npz", ("x_test",), "download")
-    x_train = torch.from_numpy(load_npz(root / "data/processed/train.npz", ("x",), "dequantize")["x"])
-    x_test = torch.from_numpy(load_npz(root / "data/processed/test.npz", ("x",), "dequantize")["x"])
+    raw = load_npz(root / "data/raw/mnist.npz", ("x_test",))
+    x_train = torch.from_numpy(load_npz(root / "data/processed/train.npz", ("x",))["x"])
+    x_test = torch.from_numpy(load_npz(root / "data/processed/test.npz", ("x",))["x"])
     f_test, _ = classifier.predict(digits, classifier.scale_pixels(raw["x_test"]))
     rows = []
 
@@ -54,23 +53,23 @@ def main() -> None:
 
     g = torch.Generator().manual_seed
     for fit_on in args.fit_on:
-        test_density = samplers.code_log_density(model, x_test, fit_on, [], g(seed))
+        test_density = samplers.code_log_density(model, None, x_test, fit_on, g(seed))
         if fit_on == args.fit_on[0]:
-            score("prior", quality.generate(model, p.n_samples, mode, g(seed)),
+            score("prior", quality.generate(model, samplers.get(model, None, "prior"), p.n_samples, mode, g(seed)),
                   test_code_log_density={fit_on: test_density["prior"]})
         for k in args.components:
             start = time.perf_counter()
             state, summary = samplers.fit(model, x_train, SamplerParams(fit_on=fit_on, gmm_components=k), seed)
             fit_time = time.perf_counter() - start
-            model.samplers = state
-            density = samplers.code_log_density(model, x_test, fit_on, ["gmm"], g(seed))
-            score(f"gmm {k} on {fit_on}", quality.generate(model, p.n_samples, mode, g(seed), "gmm"),
+            fitted = samplers.Fitted(state)
+            density = samplers.code_log_density(model, fitted, x_test, fit_on, g(seed))
+            score(f"gmm {k} on {fit_on}", quality.generate(model, samplers.get(model, fitted, "gmm"), p.n_samples, mode, g(seed)),
                   test_code_log_density={fit_on: density["gmm"], "prior": density["prior"]},
                   fit_time=fit_time, gmm_fit_time=summary["samplers"]["gmm"]["fit_time"],
                   converged=summary["samplers"]["gmm"]["converged"], n_iter=summary["samplers"]["gmm"]["n_iter"])
     with torch.no_grad():
         mu = samplers.codes(model, x_train[: p.n_samples], "mu", g(seed)).float()
-        score("decoded mu(x) of training digits", quality.to_pixel_scale(model.mean(model.decode(mu)), mode))
+        score("decoded mu(x) of training digits", to_pixel_scale(model.mean(model.decode(mu)), mode))
     print("\n| z drawn from | FID | precision | recall | class entropy | test-code log-density | fit time (s) |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:

@@ -11,9 +11,9 @@ import time
 import numpy as np
 import torch
 
+from mnist_vae.params import ModelParams, TrainParams
 from mnist_vae.vae import training
 from mnist_vae.vae.model import VAE
-from mnist_vae.params import ModelParams, TrainParams
 
 
 def main(k: int = 500, steps: int = 40) -> None:

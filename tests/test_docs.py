@@ -10,9 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[1]  # tests/ is one below the repository's root
 README_MAX_LINES = 250
 LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")  # [text](target "title"), ![alt](target)
 FENCE = re.compile(r"^```.*?^```", re.S | re.M)
@@ -63,6 +64,7 @@ def broken_links(markdown: str, base: Path) -> list[str]:
     return [t for t in relative_links(markdown) if not (base / t.split("#", 1)[0]).exists()]
 
 
+@pytest.mark.process  # mkdocs build
 def test_the_site_builds_strictly_with_every_page_of_the_nav(tmp_path):
     site = tmp_path / "site"
     done = build(ROOT, site)
@@ -78,6 +80,7 @@ def test_the_site_builds_strictly_with_every_page_of_the_nav(tmp_path):
         assert not EXTERNAL_ASSET.search(html.read_text()), page
 
 
+@pytest.mark.process  # mkdocs build
 def test_a_broken_link_a_missing_anchor_or_a_page_left_out_of_the_nav_fails_the_build(tmp_path):
     project = copy_project(tmp_path)
     with (project / "docs" / "pipeline.md").open("a") as f:

@@ -101,6 +101,7 @@ def _mode_from_lock(lock: Path, checkpoint: Path) -> Optional[str]:
 def _load_mlflow(uri: str, dequantize: Optional[str]) -> LoadedModel:
     """A model logged by api/serving.py: its checkpoint and samplers, read as tensors (nothing unpickled)."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a command's output is its own lines
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -115,17 +116,11 @@ def _load_mlflow(uri: str, dequantize: Optional[str]) -> LoadedModel:
     except MlflowException as exc:
         raise UserError(f"model {uri} is not in the MLflow store {where} ({one_line(exc)}); "
                         "check the run id / version with `mlflow ui`, or set MLFLOW_TRACKING_URI") from None
-    vae, fitted = serving.read_logged(local)
-    logged = (info.metadata or {}).get(serving.DEQUANTIZE_KEY)
-    if dequantize:
-        mode, found = dequantize, "given"
-    elif logged in MODES:
-        mode, found = logged, f"the logged model ({uri})"
-    else:
-        mode, found = DequantizeParams().mode, "default (the model logged no dequantize mode; pass --dequantize to set it)"
+    logged = serving.read_logged(local / "artifacts")
+    mode, found = (dequantize, "given") if dequantize else (logged.dequantize, f"the logged model ({uri})")
     origin = Origin(uri=uri, kind="mlflow", dequantize_from=found, run_id=info.run_id,
                     details={"tracking_uri": where, "params": params, "metrics": metrics})
-    return LoadedModel(vae, mode, origin, fitted)
+    return LoadedModel(logged.vae, mode, origin, logged.samplers)
 
 
 def _run_data(mlflow, run_id: Optional[str]) -> tuple[dict[str, str], dict[str, float]]:

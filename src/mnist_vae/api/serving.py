@@ -27,6 +27,7 @@ or sampler, or a pixel outside 0..255 is a 400 answer with a one-line message.
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -39,6 +40,7 @@ from mnist_vae.api import tasks
 from mnist_vae.api.loaded import LoadedModel, Origin
 from mnist_vae.data.geometry import PIXELS
 from mnist_vae.errors import UserError
+from mnist_vae.files import load_json
 from mnist_vae.vae import samplers
 from mnist_vae.vae.model import load_checkpoint
 
@@ -47,13 +49,14 @@ PARAMS = {"task": ("string", "reconstruct"), "n": ("long", 1), "seed": ("long", 
           "sampler": ("string", "prior")}
 FORMAT_KEY, FORMAT = "mnist_vae_format", 2  # in the model's metadata; format 1 was a pickled pytorch model
 DEQUANTIZE_KEY = "dequantize_mode"
-CHECKPOINT, SAMPLERS = "checkpoint", "samplers"  # the model's artifacts
+CHECKPOINT, SAMPLERS, SETTINGS = "checkpoint", "samplers", "settings"  # the model's artifacts
 SCRIPT = Path(__file__).with_name("served_model.py")
 PACKAGE = Path(__file__).resolve().parents[1]  # src/mnist_vae
 # the package's files the served model runs, relative to PACKAGE (tests/test_serving.py checks that they are
 # exactly what served_model.py imports, transitively)
 SERVED_MODULES = (
-    "__init__.py", "errors.py", "files.py", "params.py",
+    "__init__.py", "errors.py", "files.py",
+    "params/__init__.py", "params/base.py", "params/search.py", "params/sections.py",
     "data/__init__.py", "data/dequantize.py", "data/geometry.py",
     "vae/__init__.py", "vae/evaluation.py", "vae/latents.py", "vae/model.py", "vae/objectives.py",
     "vae/samplers/__init__.py", "vae/samplers/gmm.py",
@@ -84,13 +87,9 @@ class ServedVAE(mlflow.pyfunc.PythonModel):
     """The pyfunc: `predict(inputs, params)` runs one task of api/tasks.py (see the module doc)."""
 
     def load_context(self, context):
-        checkpoint = Path(context.artifacts[CHECKPOINT])
-        fitted = samplers.load(context.artifacts[SAMPLERS], checkpoint) if SAMPLERS in context.artifacts else None
-        dequantize = (context.model_config or {}).get("dequantize", "notebook")
-        self.model = LoadedModel(load_checkpoint(checkpoint), dequantize,
-                                 Origin(uri=str(checkpoint), kind="mlflow", dequantize_from="the logged model"), fitted)
+        self.model = read_logged(Path(context.artifacts[CHECKPOINT]).parent)
 
-    def predict(self, context, model_input, params: Optional[dict[str, Any]] = None):
+    def predict(self, context, model_input: np.ndarray, params: Optional[dict[str, Any]] = None):
         params = {name: default for name, (_, default) in PARAMS.items()} | dict(params or {})
         task = params["task"]
         try:
@@ -137,12 +136,17 @@ def _stage_code(folder: Path) -> Path:
     return root
 
 
-def _model_kwargs(checkpoint: Path, sampler_file: Optional[Path], dequantize: str, code: Path) -> dict:
+def _model_kwargs(checkpoint: Path, sampler_file: Optional[Path], dequantize: str, folder: Path) -> dict:
+    """What mlflow.pyfunc writes: the code (staged under `folder`), the checkpoint and samplers, and the
+    settings (the dequantize mode) as a small JSON artifact."""
     import torch
 
-    artifacts = {CHECKPOINT: str(checkpoint), **({SAMPLERS: str(sampler_file)} if sampler_file else {})}
-    return {"python_model": str(SCRIPT), "artifacts": artifacts, "code_paths": [str(code)],
-            "model_config": {"dequantize": dequantize}, "signature": signature(),
+    settings = folder / "settings.json"
+    settings.write_text(json.dumps({"format": FORMAT, "dequantize": dequantize}))
+    artifacts = {CHECKPOINT: str(checkpoint), SETTINGS: str(settings),
+                 **({SAMPLERS: str(sampler_file)} if sampler_file else {})}
+    return {"python_model": str(SCRIPT), "artifacts": artifacts, "code_paths": [str(_stage_code(folder))],
+            "signature": signature(),
             "input_example": input_example(load_checkpoint(checkpoint).latent_dim),
             "pip_requirements": [f"torch=={torch.__version__.split('+')[0]}", *REQUIREMENTS],
             "metadata": {FORMAT_KEY: FORMAT, DEQUANTIZE_KEY: dequantize}}
@@ -151,7 +155,7 @@ def _model_kwargs(checkpoint: Path, sampler_file: Optional[Path], dequantize: st
 def save(path: Path, checkpoint: Path, sampler_file: Optional[Path], dequantize: str) -> None:
     """Write the model to the folder `path` (as mlflow.pyfunc.save_model)."""
     with tempfile.TemporaryDirectory() as tmp:
-        mlflow.pyfunc.save_model(str(path), **_model_kwargs(checkpoint, sampler_file, dequantize, _stage_code(Path(tmp))))
+        mlflow.pyfunc.save_model(str(path), **_model_kwargs(checkpoint, sampler_file, dequantize, Path(tmp)))
 
 
 def log(run_id: str, checkpoint: Path, sampler_file: Optional[Path], dequantize: str, name: str,
@@ -167,20 +171,22 @@ def log(run_id: str, checkpoint: Path, sampler_file: Optional[Path], dequantize:
     with tempfile.TemporaryDirectory() as tmp:
         return Model.log(artifact_path=None, name=name, flavor=mlflow.pyfunc, registered_model_name=registered_model_name,
                          run_id=run_id, model_id=model_id, step=step,
-                         **_model_kwargs(checkpoint, sampler_file, dequantize, _stage_code(Path(tmp))))
+                         **_model_kwargs(checkpoint, sampler_file, dequantize, Path(tmp)))
 
 
 def check_logged(uri: str, metadata: Optional[dict]) -> None:
     """A UserError unless the model at `uri` was logged in this format."""
     if (metadata or {}).get(FORMAT_KEY) != FORMAT:
         raise UserError(f"model {uri} was logged by an older mnist-vae (a pickled PyTorch model, which this version "
-                        "does not unpickle); log it again from its project with `dvc repro -s -f track`")
+                        "does not unpickle); log it again with this version's track stage")
 
 
-def read_logged(local: Path) -> tuple:
-    """The VAE and its fitted samplers (or None) from a downloaded model folder's artifacts."""
-    artifacts = Path(local) / "artifacts"
-    checkpoint = artifacts / "vae.pt"
-    sampler_file = artifacts / samplers.FILE_NAME
+def read_logged(artifacts: Path) -> LoadedModel:
+    """The model from a logged model's artifacts folder: the checkpoint and its samplers as tensors, the mode
+    from the settings; nothing is unpickled."""
+    artifacts = Path(artifacts)
+    checkpoint, sampler_file = artifacts / "vae.pt", artifacts / samplers.FILE_NAME
+    settings = load_json(artifacts / "settings.json")
     fitted = samplers.load(sampler_file, checkpoint) if sampler_file.is_file() else None
-    return load_checkpoint(checkpoint), fitted
+    origin = Origin(uri=str(artifacts.parent), kind="mlflow", dequantize_from="the logged model")
+    return LoadedModel(load_checkpoint(checkpoint), settings["dequantize"], origin, fitted)

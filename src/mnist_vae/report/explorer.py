@@ -200,7 +200,7 @@ OFF_PAGE = """<!DOCTYPE html>
 <title>VAE latent explorer (off)</title></head>
 <body style="font: 15px system-ui, sans-serif; margin: 2em">
 <p>The latent explorer is turned off (<code>render.explorer: false</code> in params.yaml).
-Set it to <code>true</code> and run <code>dvc repro render</code> to make it.</p>
+Set it to <code>true</code> and render again to make it.</p>
 </body></html>
 """
 
