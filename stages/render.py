@@ -1,6 +1,7 @@
-"""render: the trained model's figures (and its fitted samplers') -> reports/figures/*.png, and the latent
-explorer -> reports/explorer.html."""
+"""render: the trained model's figures (and its fitted samplers') -> reports/figures/*.png, the training's
+frames -> reports/progress/*.png, and the latent explorer -> reports/explorer.html."""
 
+import contextlib
 import shutil
 import tempfile
 from pathlib import Path
@@ -9,12 +10,13 @@ import torch
 
 from mnist_vae.files import load_history, load_npz
 from mnist_vae.pipeline.stage import run_stage
-from mnist_vae.report import canvas, explorer, figures
+from mnist_vae.report import canvas, explorer, figures, progress
 from mnist_vae.scoring import classifier, quality
 from mnist_vae.vae import samplers
 from mnist_vae.vae.model import load_checkpoint
 
 TEST, HISTORY = Path("data/processed/test.npz"), Path("metrics/history.csv")
+FRAMES, PROGRESS = Path("reports/frames.npz"), Path("reports/progress")
 CLASSIFIER = Path("models/classifier.pt")
 MODEL, OUT = Path("models/vae.pt"), Path("reports/figures")
 SAMPLER = Path("models/sampler.pt")
@@ -25,22 +27,33 @@ def main(params):
     model = load_checkpoint(MODEL)
     fitted = samplers.load(SAMPLER, MODEL)
     test = load_npz(TEST, ("x", "y"))
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".figures.", dir=OUT.parent))  # renamed over OUT when complete
-    try:
+    frames = load_npz(FRAMES, ("epochs", "samples", "reconstructions", "originals"))
+    with folder(OUT) as tmp:
         for name, fig in wanted(params, model, fitted, torch.from_numpy(test["x"]), test["y"]):
             canvas.save(fig, tmp / f"{name}.png")
-        shutil.rmtree(OUT, ignore_errors=True)
-        tmp.rename(OUT)
-        print(f"render: {len(list(OUT.glob('*.png')))} figures in {OUT}/")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with folder(PROGRESS) as tmp:
+        progress.write(tmp, frames, params.render.progress_every)
+    print(f"render: {len(list(OUT.glob('*.png')))} figures in {OUT}/, {len(list(PROGRESS.glob('*.png')))} frames "
+          f"of the training in {PROGRESS}/")
     if params.render.explorer:
         explorer.write(EXPLORER, model, fitted, torch.from_numpy(test["x"]), test["y"], params.seed,
                        params.evaluate.active_unit_threshold)
         print(f"render: the latent explorer in {EXPLORER} ({EXPLORER.stat().st_size / 1e6:.1f} MB)")
     else:
         explorer.write_off_notice(EXPLORER)
+
+
+@contextlib.contextmanager
+def folder(out: Path):
+    """A temporary folder beside `out`, renamed over it when the block ends well (else removed)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield tmp
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def wanted(params, model, fitted, x, y):

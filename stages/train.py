@@ -1,19 +1,22 @@
-"""train: data/processed -> models/vae.pt, metrics/history.csv (per epoch), metrics/train.json; and
-models/train_state.pt, the state an interrupted or extended training resumes from (see docs/resume.md)."""
+"""train: data/processed -> models/vae.pt, metrics/history.csv (per epoch), metrics/train.json, reports/frames.npz
+(the digits before the first epoch and after each); and models/train_state.pt, the state an interrupted or
+extended training resumes from (see docs/resume.md)."""
 
 from pathlib import Path
 
 import torch
 
-from mnist_vae.files import load_npz, save_history, save_json, sha256_file
+from mnist_vae.files import load_npz, save_history, save_json, save_npz, sha256_file
 from mnist_vae.pipeline import progress
 from mnist_vae.pipeline.stage import run_stage
 from mnist_vae.vae import state, training
 from mnist_vae.vae.device import pick_device
+from mnist_vae.vae.frames import RECONSTRUCTIONS, Frames, stack
 from mnist_vae.vae.model import VAE, save_checkpoint
 
 TRAIN, TEST = Path("data/processed/train.npz"), Path("data/processed/test.npz")
 MODEL, HISTORY, METRICS = Path("models/vae.pt"), Path("metrics/history.csv"), Path("metrics/train.json")
+FRAMES = Path("reports/frames.npz")
 STATE = Path("models/train_state.pt")
 
 
@@ -36,8 +39,9 @@ def main(params):
     seeds = training.Seeds.from_seed(params.seed)
     torch.manual_seed(seeds.init)  # the model's initial weights
     model = VAE(params.model).to(device)
+    frames = Frames(seeds.frames, data.x_test[:RECONSTRUCTIONS])
     history = training.train(model, data, p, seeds, device, on_epoch=progress.reporter(), state=saved,
-                             save_state=lambda s: state.save_state(STATE, s, fingerprint))
+                             save_state=lambda s: state.save_state(STATE, s, fingerprint), frames=frames)
     total_time = sum(row["epoch_time"] for row in history)  # each epoch's own time, across resumed runs
     final = {k: v for k, v in history[-1].items() if k not in ("epoch_time", "time")}
     summary = {**final, "total_time": total_time, "mean_epoch_time": total_time / p.epochs, "n_train": n}
@@ -47,6 +51,7 @@ def main(params):
     save_checkpoint(MODEL, model, provenance)
     save_history(HISTORY, history)
     save_json(METRICS, summary)
+    save_npz(FRAMES, stack(frames.taken, frames.x))
 
 
 if __name__ == "__main__":

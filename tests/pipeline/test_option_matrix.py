@@ -70,7 +70,7 @@ MATRIX: dict[str, dict] = {
     "outputs-off": {"tracking.log_model": False, "render.samples_grid": 0, "render.interpolation_rows": 0, "render.reconstructions": 0,
                    "render.latent_points": 0, "render.manifold_grid": 0, "render.histograms": False,
                    "render.curves": False, "render.explorer": False, "render.class_sheet": 0,
-                   "render.class_histogram": False},
+                   "render.class_histogram": False, "render.progress_every": 0},
     # the VampPrior with each architecture and likelihood, and with IWAE
     "vamp-mlp": {"model.prior": "vamp"},
     "vamp-conv": {"model.prior": "vamp", "model.architecture": "conv"},
@@ -176,6 +176,10 @@ def test_every_stage_runs_and_the_numbers_hold(matrix_runs, name):
     figures = sorted(p.name for p in (root / "reports" / "figures").glob("*.png"))
     if MATRIX[name].get("render.curves", True):
         assert "training_curves.png" in figures, figures
+    frames = sorted(p.name for p in (root / "reports" / "progress").glob("*.png"))
+    every = MATRIX[name].get("render.progress_every", Params().render.progress_every)
+    epochs = params_for(MATRIX[name])["train"]["epochs"]
+    assert len(frames) == 2 * len([e for e in range(epochs + 1) if every and (e % every == 0 or e == epochs)]), frames
 
     ev = json.loads((root / "metrics" / "eval.json").read_text())
     test = ev["test"]
@@ -200,3 +204,4 @@ def test_every_stage_runs_and_the_numbers_hold(matrix_runs, name):
     assert all(finite_number(v) for v in headline.values()), headline
     with sqlite3.connect(root / "mlflow.db") as db:
         assert [row[0] for row in db.execute("select status from runs")] == ["FINISHED"]
+

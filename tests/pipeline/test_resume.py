@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from helpers.pipeline import (
+    client,
     env,
     history_numbers,
     ran_stages,
@@ -78,11 +79,13 @@ def reference(repo, tmp_path_factory) -> dict:
     (root / STATE).unlink()
     out = sh("dvc", "repro", "train", cwd=root)
     assert "resuming" not in out.stdout + out.stderr
-    return {"vae": (root / "models/vae.pt").read_bytes(), "history": history_numbers(root)}
+    return outputs(root)
 
 
 def outputs(root: Path) -> dict:
-    return {"vae": (root / "models/vae.pt").read_bytes(), "history": history_numbers(root)}
+    """What a training leaves: the model's bytes, the history's numbers and the frames' bytes."""
+    return {"vae": (root / "models/vae.pt").read_bytes(), "history": history_numbers(root),
+            "frames": (root / "reports/frames.npz").read_bytes()}
 
 
 def stopped_training(root: Path, hook: Path, mode: str, sig=None, cmd=("dvc", "repro", "-s", "-f", "train")):
@@ -198,12 +201,10 @@ def test_a_resumed_and_an_extended_result_are_each_one_complete_mlflow_run(fork,
     found = runs(fork)
     assert len(found) == 2 and set(statuses(fork).values()) == {"FINISHED"}
     [new] = [r for r in found if r.info.run_id != baseline.info.run_id]
-    from test_pipeline import client
-
     rows = history_numbers(fork)
-    logged = client(fork).get_metric_history(new.info.run_id, "train_total")
+    logged = client(fork).get_metric_history(new.info.run_id, "training/train_total")
     assert [(m.step, m.value) for m in logged] == [(int(r["epoch"]), float(r["train_total"])) for r in rows]
-    first_times = [m.timestamp for m in client(fork).get_metric_history(baseline.info.run_id, "train_total")]
+    first_times = [m.timestamp for m in client(fork).get_metric_history(baseline.info.run_id, "training/train_total")]
     assert [m.timestamp for m in logged][:3] == first_times  # epochs 1-3 keep their own timestamps
     assert new.data.params["train.epochs"] == str(EPOCHS)
     assert ran_stages(sh("dvc", "repro", "-s", "-f", "track", cwd=fork).stdout) == ["track"]

@@ -148,6 +148,9 @@ class RenderParams(Section):
     # prior samples (evaluate's quality.n_samples of them) sorted by predicted digit: images per row (0 = skip)
     class_sheet: Annotated[int, Strict(), Field(ge=0, le=30)] = 10
     class_histogram: bool = True
+    # the training's frames (reports/frames.npz, one before the first epoch and one after each) drawn into
+    # reports/progress and logged as MLflow images: every this many epochs, and the last (0 = none)
+    progress_every: Count = 3
 
 
 class ClassifierParams(Section):

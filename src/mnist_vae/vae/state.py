@@ -22,11 +22,12 @@ STATE_FORMAT = 1
 
 
 def capture(model, optimizer, shuffle: torch.Generator, test_draws: torch.Generator, history: list[dict],
-            step: int, device: torch.device) -> dict:
+            step: int, device: torch.device, frames: list | None = None) -> dict:
     """Everything the loop carries from one epoch to the next (tensors, numbers, strings:
     torch.load(weights_only=True) reads it): the weights, Adam's state, the global random stream (the
     reparameterization's eps and the dynamic binarization's draws; on CUDA the device's too), the
-    shuffle and test-evaluation generators, the step count (the KL warm-up's clock) and the history.
+    shuffle and test-evaluation generators, the step count (the KL warm-up's clock), the history and the
+    frames taken so far (vae/frames.py; uint8 tensors).
     The weights and Adam's state are the live tensors, not copies (a copy would cost more than the
     save): write it at once, or copy.deepcopy it to keep it."""
     rng = {"torch": torch.get_rng_state(), "shuffle": shuffle.get_state(), "test_draws": test_draws.get_state()}
@@ -36,7 +37,7 @@ def capture(model, optimizer, shuffle: torch.Generator, test_draws: torch.Genera
         "format": STATE_FORMAT, "epoch": len(history), "step": step,
         "history": [dict(row) for row in history],
         "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-        "rng": rng,
+        "rng": rng, "frames": list(frames or []),
     }
 
 

@@ -16,6 +16,7 @@ from mnist_vae.errors import UserError
 from mnist_vae.params import TrainParams
 from mnist_vae.vae import evaluation, objectives
 from mnist_vae.vae.device import autocast
+from mnist_vae.vae.frames import Frames
 from mnist_vae.vae.state import capture, restore
 
 
@@ -51,7 +52,13 @@ def loss_terms(model, x: torch.Tensor, p: TrainParams) -> tuple[torch.Tensor, to
 
 def evaluation_seed(seed: int) -> int:
     """The seed of the per-epoch test evaluation's own generator: a stream apart from training's."""
-    return int.from_bytes(hashlib.sha256(f"mnist-vae test evaluation {seed}".encode()).digest()[:8], "little")
+    return stream_seed(seed, "test evaluation")
+
+
+def stream_seed(seed: int, name: str) -> int:
+    """The seed of a generator of its own for the use `name`: a stream apart from the training's (and each
+    other's), derived from the pipeline's seed."""
+    return int.from_bytes(hashlib.sha256(f"mnist-vae {name} {seed}".encode()).digest()[:8], "little")
 
 
 @dataclass
@@ -129,38 +136,34 @@ class Seeds:
     """The training's seeded sources of randomness, each its own use of the pipeline's seed: the model's
     initial weights (`init`: the global generator, seeded by the caller before it builds the model), the
     reparameterization's eps and the dynamic binarization's draws (`noise`: the global generator during
-    training), the data order (`order`: the shuffle generator) and the per-epoch test evaluation (`test`:
-    a stream apart, so how often it runs does not change training)."""
+    training), the data order (`order`: the shuffle generator), the per-epoch test evaluation (`test`:
+    a stream apart, so how often it runs does not change training) and the frames' draws (`frames`)."""
 
     init: int
     noise: int
     order: int
     test: int
+    frames: int  # the fixed draws of the frames (vae/frames.py), apart from every stream above
 
     @classmethod
     def from_seed(cls, seed: int) -> "Seeds":
-        return cls(init=seed, noise=seed, order=seed, test=evaluation_seed(seed))
+        return cls(init=seed, noise=seed, order=seed, test=evaluation_seed(seed), frames=stream_seed(seed, "frames"))
 
 
 def train(model, data: Data, p: TrainParams, seeds: Seeds, device: torch.device,
           on_epoch: Callable[[dict], None] = lambda row: None, state: Optional[dict] = None,
-          save_state: Callable[[dict], None] = lambda state: None) -> list[dict]:
+          save_state: Callable[[dict], None] = lambda state: None, frames: Optional[Frames] = None) -> list[dict]:
     """Train in place and return the per-epoch history rows (see :func:`epoch_row`).
 
     on_epoch gets each finished epoch's row as it comes. save_state gets the training's state
     (state.capture) after every p.checkpoint_every epochs and after the last. Given such a `state` from a
     training with the same params (epochs aside), data and device, train continues after its epoch, to
-    the same bytes an uninterrupted training gives.
+    the same bytes an uninterrupted training gives. `frames`, when given, takes a frame before the first
+    epoch and after each (frames.taken, kept in the state as well).
     """
     optimizer = make_optimizer(model, p)
     shuffle, test_draws = torch.Generator(device="cpu"), torch.Generator(device=data.x_test.device)
-    if state is None:
-        torch.manual_seed(seeds.noise)
-        shuffle.manual_seed(seeds.order)
-        test_draws.manual_seed(seeds.test)
-        history, step = [], 0
-    else:
-        history, step = restore(state, model, optimizer, shuffle, test_draws, device)
+    history, step = begin(model, optimizer, shuffle, test_draws, seeds, state, device, frames)
     n = len(data.x_train)
     steps_per_epoch = -(-n // p.batch_size)
     for epoch in range(len(history) + 1, p.epochs + 1):
@@ -177,11 +180,31 @@ def train(model, data: Data, p: TrainParams, seeds: Seeds, device: torch.device,
         row.update(kl_weight=kl_weight(step, steps_per_epoch, p), lr=lr, epoch_time=time.perf_counter() - start,
                    time=time.time())
         history.append(row)
+        if frames is not None:
+            frames.taken.append(frames.take(model))
         if epoch % p.checkpoint_every == 0 or epoch == p.epochs:
-            save_state(capture(model, optimizer, shuffle, test_draws, history, step, device))
+            save_state(capture(model, optimizer, shuffle, test_draws, history, step, device,
+                               frames.taken if frames is not None else None))
         on_epoch(row)
         tqdm.write(epoch_line(row, p))
     return history
+
+
+def begin(model, optimizer, shuffle: torch.Generator, test_draws: torch.Generator, seeds: Seeds,
+          state: Optional[dict], device: torch.device, frames: Optional[Frames]) -> tuple[list[dict], int]:
+    """Seed the streams and take the first frame (a fresh start), or put a saved state back: the history
+    so far and the step count."""
+    if state is not None:
+        history, step = restore(state, model, optimizer, shuffle, test_draws, device)
+        if frames is not None:
+            frames.taken = list(state.get("frames") or [])
+        return history, step
+    torch.manual_seed(seeds.noise)
+    shuffle.manual_seed(seeds.order)
+    test_draws.manual_seed(seeds.test)
+    if frames is not None:
+        frames.taken = [frames.take(model)]
+    return [], 0
 
 
 def epoch_row(model, data: Data, p: TrainParams, epoch: int, means: list[float], test_draws: torch.Generator) -> dict:
