@@ -275,7 +275,7 @@ def test_models_from_an_mlflow_run_and_the_registry(project, registered_vae, vae
     assert np.array_equal(np.load(project / "g.npy"), inference.sample(vae, 4, seed=1, sampler="gmm").numpy())
     info = json.loads(run("info", "--model", f"models:/mnist-vae/{registered_vae.version}", cwd=project, env=env).stdout)
     assert info["run_id"] == registered_vae.run_id and info["dequantize"]["mode"] == "uniform"
-    assert info["evaluation"] == {"test.iw_nll": 140.25} and info["training"] == {"test_total": 150.5}
+    assert info["metrics"] == {"test": {"iw_nll": 140.25}, "training": {"test_total": 150.5}}
     proc = run("info", "--model", "models:/mnist-vae/99", cwd=project, env=env, ok=False)
     assert proc.returncode == 2 and proc.stderr.startswith("mnist-vae: error: model models:/mnist-vae/99 is not in the MLflow store")
     assert proc.stderr.count("\n") == 1

@@ -65,7 +65,7 @@ vae = load(sys.argv[1])
 experiment = mlflow.create_experiment("mnist-vae", artifact_location=sys.argv[2])
 with mlflow.start_run(experiment_id=experiment) as run:
     mlflow.log_params({"dequantize.mode": vae.dequantize, "model.latent_dim": vae.latent_dim})
-    mlflow.log_metrics({"test_total": 150.5, "eval.test.iw_nll": 140.25})
+    mlflow.log_metrics({"training/test_total": 150.5, "test/iw_nll": 140.25})
 tracking.log_model(run.info.run_id, Path(sys.argv[1]), "mnist-vae", vae.dequantize, "vae-mlp-bernoulli-z4")  # as track does
 [version] = mlflow.MlflowClient().search_model_versions("name = 'mnist-vae'")
 print(json.dumps({"run_id": run.info.run_id, "version": version.version}))

@@ -174,7 +174,8 @@ def mlflow_ui(root: Path, port: int):
     its set-up prerequisite: the tests run inside the venv) but with one worker; yields its address."""
     ui = subprocess.Popen([str(BIN / "mlflow"), "ui", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
                            "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}"],
-                          cwd=root, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          cwd=root, env=env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),  # no job runner: starts in seconds
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                           start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:

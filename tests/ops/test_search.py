@@ -131,7 +131,7 @@ def test_one_machine_with_the_embedded_storage_and_no_server(fork):
         assert run.info.status == "FINISHED" and run.data.tags["dvc_exp_name"] == f"local-{t.number}"
         assert (run.data.tags["search_study"], run.data.tags["search_trial"]) == ("local", str(t.number))
         assert float(run.data.params["train.beta"]) == t.params["train.beta"]
-        assert run.data.metrics["eval.test.iw_nll"] == t.value
+        assert run.data.metrics["test/iw_nll"] == t.value  # eval.json's test.iw_nll
         assert not any(k.startswith("search.") for k in run.data.params)  # the spec is not a result's param
     # the workspace is untouched (--temp), and editing the search section reruns nothing
     assert ran_stages(sh("dvc", "repro", cwd=fork).stdout) == []

@@ -85,7 +85,7 @@ def test_two_clones_share_one_study_on_postgresql(team, team_project, clones, tm
         ("FINISHED", str(t.number)) for t in trials)
     for t in trials:
         [run] = [r for r in found if r.info.run_id == t.user_attrs["mlflow_run_id"]]
-        assert run.data.metrics["eval.test.iw_nll"] == t.value and run.data.tags["dvc_exp_name"] == f"shared-{t.number}"
+        assert run.data.metrics["test/iw_nll"] == t.value and run.data.tags["dvc_exp_name"] == f"shared-{t.number}"
 
     # collect: each clone pushes its experiments; a fresh clone pulls the best, applies it and reproduces it
     best = min(trials, key=lambda t: t.value)

@@ -183,8 +183,8 @@ def test_two_clones_run_experiments_at_the_same_time_on_the_server(team, team_pr
 
     with admin_client(team) as client:
         for name, run in by_name.items():
-            assert [m.step for m in client.get_metric_history(run.info.run_id, "train_total")] == [1, 2]
-            assert "eval.test.nelbo" in run.data.metrics and "eval.test.iw_nll" in run.data.metrics
+            assert [m.step for m in client.get_metric_history(run.info.run_id, "training/train_total")] == [1, 2]
+            assert "test/nelbo" in run.data.metrics and "test/iw_nll" in run.data.metrics
             local = two_runs[name].root / "reports" / "figures" / "samples.png"
             fetched = client.download_artifacts(run.info.run_id, "figures/samples.png", str(tmp_path / name))
             assert Path(fetched).read_bytes() == local.read_bytes()  # through the server's proxied store
@@ -231,7 +231,7 @@ def test_a_teammate_pulls_an_experiment_and_gets_its_result_without_training(tea
     local = next(iter(shown.values()))["data"]["metrics/headline.json"]["data"]
     server = runs["exp-a"].data.metrics
     assert local["test_nelbo"] == pytest.approx(server["test_nelbo"], rel=1e-12)
-    assert local["test_nll_iwae"] == pytest.approx(server["eval.test.iw_nll"], rel=1e-12)
+    assert local["test_nll_iwae"] == pytest.approx(server["test/iw_nll"], rel=1e-12)
 
 
 def test_track_fails_in_one_line_while_the_server_is_down_and_logs_once_when_it_is_back(team, team_project):

@@ -166,19 +166,24 @@ def test_the_run_is_complete(repo):
     with open(repo / "metrics/history.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     for key in ("train_total", "train_rec", "train_kl", "test_total", "test_rec", "test_kl"):
-        logged = [(m.step, m.value, m.timestamp) for m in c.get_metric_history(run.info.run_id, key)]
+        logged = [(m.step, m.value, m.timestamp) for m in c.get_metric_history(run.info.run_id, f"training/{key}")]
         assert logged == [(int(r["epoch"]), float(r[key]), int(1000 * float(r["time"]))) for r in rows], key
     evaluation = json.loads((repo / "metrics/eval.json").read_text())
-    assert run.data.metrics["eval.test.iw_nll"] == evaluation["test"]["iw_nll"]
-    assert run.data.metrics["eval.posterior.active_units"] == evaluation["posterior"]["active_units"]
+    assert run.data.metrics["test/iw_nll"] == evaluation["test"]["iw_nll"]
+    assert run.data.metrics["representation/active_units"] == evaluation["posterior"]["active_units"]
     names = {a.path for a in c.list_artifacts(run.info.run_id)} | {
         a.path for a in c.list_artifacts(run.info.run_id, "figures")}
     assert {"history.csv", "eval.json", "train.json", "sampler.json", "checkpoint", "figures/samples.png",
             "figures/samples_prior_vs_gmm.png", "explorer.html"} <= names
     assert {a.path for a in c.list_artifacts(run.info.run_id, "checkpoint")} == {"checkpoint/vae.pt", "checkpoint/sampler.pt"}
-    assert run.data.metrics["eval.quality.samplers.gmm.samples.fid"] == evaluation["quality"]["samplers"]["gmm"]["samples"]["fid"]
-    assert run.data.metrics["sampler.samplers.gmm.components"] == 5
+    assert run.data.metrics["samples/gmm/fid"] == evaluation["quality"]["samplers"]["gmm"]["samples"]["fid"]
+    assert run.data.metrics["samplers/gmm/components"] == 5
     assert c.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    images = {a.path for a in c.list_artifacts(run.info.run_id, "images")}  # what log_image wrote, per key and step
+    last = int(rows[-1]["epoch"])
+    for key, step in (("samples/prior", 0), ("samples/gmm", 0), ("reconstructions", 0),  # figures: step 0
+                      ("progress/samples", 0), ("progress/samples", last), ("progress/reconstructions", last)):
+        assert any(p.startswith(f"images/{key.replace('/', '~')}+step+{step}+") for p in images), (key, step, images)
     [version] = c.search_model_versions("name = 'pipeline-vae'")
     assert version.run_id == run.info.run_id
     mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
@@ -222,7 +227,7 @@ def test_a_cached_training_experiment_gets_its_own_complete_run_and_the_baseline
     by_name = {r.data.tags.get("dvc_exp_name"): r for r in found}
     k5, grid3 = by_name["k5"], by_name["grid3"]
     assert k5.data.params["evaluate.iw_samples"] == "5" and grid3.data.params["render.samples_grid"] == "3"
-    assert "eval.test.iw_nll" in k5.data.metrics and "train_total" in k5.data.metrics  # complete, not a patch
+    assert "test/iw_nll" in k5.data.metrics and "training/train_total" in k5.data.metrics  # complete, not a patch
     assert not any(k.startswith("override.") for r in found for k in r.data.tags)
     assert len({r.data.tags["fingerprint"] for r in found}) == 3
 

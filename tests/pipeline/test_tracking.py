@@ -13,7 +13,7 @@ from mnist_vae.errors import FileProblem, UserError
 from mnist_vae.files import sha256_file
 from mnist_vae.ops.team_server import free_port
 from mnist_vae.params import Params
-from mnist_vae.pipeline import tracking
+from mnist_vae.pipeline import tracking, ui_view
 from mnist_vae.vae.model import VAE
 
 # --------------------------------------------------------------------------- a result on disk
@@ -34,11 +34,11 @@ def test_one_run_holds_params_histories_metrics_artifacts_tags_and_model(store, 
     assert run.info.status == "FINISHED"
     assert run.data.params["model.latent_dim"] == "2" and run.data.params["train.lr"] == "0.001"
     assert len(run.data.params) == len(tracking.flatten(result.params))  # every param
-    history = store.get_metric_history(run_id, "train_total")
+    history = store.get_metric_history(run_id, "training/train_total")
     assert [(m.step, m.value, m.timestamp) for m in history] == [
         (1, 200.0, 1_700_000_002_500), (2, 150.0, 1_700_000_004_500)]  # each epoch at its own time
     assert run.info.start_time == 1_700_000_000_500  # when training started
-    assert run.data.metrics["eval.test.iw_nll"] == 99.25 and run.data.metrics["eval.posterior.active_units"] == 2
+    assert run.data.metrics["test/iw_nll"] == 99.25 and run.data.metrics["representation/active_units"] == 2
     assert not any("note" in k or "kl_per_dim" in k or "normalised" in k for k in run.data.metrics)
     assert run.data.tags[tracking.FINGERPRINT] == result.fingerprint()
     assert run.data.tags["device"] == "cpu" and run.data.tags["torch_version"] == "2.13.0"
@@ -83,11 +83,53 @@ def test_the_run_page_shows_its_datasets_and_a_named_model_with_the_curves_and_t
     assert model.params["model.latent_dim"] == "2" and "tracking.experiment" not in model.params
     assert [(o.model_id, o.step) for o in run.outputs.model_outputs] == [(model.model_id, 2)]  # the last epoch's
     linked = {(m.key, m.step): m.value for m in model.metrics}
-    assert linked[("test_nll_iwae", 0)] == 99.25 and linked[("sample_fid", 0)] == 12.5  # the headline
-    assert linked[("train_total", 2)] == 150.0 and ("train_total", 1) not in linked  # the curve at the model's epoch
-    assert not any(key.startswith("eval.") for key, _ in linked)  # the details stay the run's alone
-    assert [m.value for m in store.get_metric_history(run_id, "train_total")] == [200.0, 150.0]  # the whole curve
-    assert run.data.metrics["eval.test.iw_nll"] == 99.25 and run.data.metrics["sample_fid"] == 12.5
+    assert linked[("test_nll_iwae", 0)] == 99.25 and linked[("sample_fid", 0)] == 12.5
+    assert linked[("training/train_total", 2)] == 150.0 and ("training/train_total", 1) not in linked  # the model's epoch
+    assert not any(key.startswith("test/") for key, _ in linked)  # the details stay the run's alone
+    assert [m.value for m in store.get_metric_history(run_id, "training/train_total")] == [200.0, 150.0]  # the whole curve
+    assert run.data.metrics["test/iw_nll"] == 99.25 and run.data.metrics["sample_fid"] == 12.5
+
+
+def logged_images(store, run_id) -> dict[tuple[str, int], str]:
+    """(key, step) -> artifact path of the full-size PNG of every image the run logged with log_image."""
+    out = {}
+    for artifact in store.list_artifacts(run_id, "images"):
+        name = artifact.path.removeprefix("images/")
+        if name.endswith(".png"):
+            key, _, step, *_ = name.split("+")
+            out[(key.replace("~", "/"), int(step))] = artifact.path
+    return out
+
+
+def test_figures_and_frames_are_images_under_stable_keys_the_frames_at_their_epochs(store, tmp_path):
+    import numpy as np
+    import PIL.Image
+
+    result = write_result(tmp_path)
+    _, run_id, _ = tracking.log_result(result)
+    images = logged_images(store, run_id)
+    assert set(images) == {("samples/prior", 0), ("reconstructions", 0), *(
+        (f"progress/{kind}", epoch) for kind in ("samples", "reconstructions") for epoch in (0, 1, 2))}
+    fetched = store.download_artifacts(run_id, images[("samples/prior", 0)], str(tmp_path / "back"))
+    with PIL.Image.open(fetched) as logged, PIL.Image.open(tmp_path / "reports/figures/samples.png") as drawn:
+        assert np.array_equal(np.asarray(logged), np.asarray(drawn))  # the figure's pixels, not another picture
+    assert {a.path for a in store.list_artifacts(run_id, "progress")} >= {"progress/samples_epoch_002.png"}  # files too
+    view = store.get_experiment(store.get_run(run_id).info.experiment_id).tags[ui_view.TAG]
+    assert set(ui_view.keys_of(view)) == {key for key, _ in images}  # the saved view shows every key
+
+
+def test_without_frames_no_progress_image_is_logged(store, tmp_path):
+    result = write_result(tmp_path)
+    for frame in (tmp_path / "reports/progress").glob("*.png"):
+        frame.unlink()  # what render writes under progress_every: 0
+    _, run_id, _ = tracking.log_result(result)
+    assert not any(key.startswith("progress/") for key, _ in logged_images(store, run_id))
+
+
+def test_outside_a_git_checkout_the_run_says_it_has_no_baseline(store, tmp_path):
+    _, run_id, _ = tracking.log_result(write_result(tmp_path))
+    run = store.get_run(run_id)
+    assert run.info.run_name == "workspace" and "no committed baseline" in run.data.tags[tracking.NOTE]
 
 
 def test_model_names_tell_models_apart():

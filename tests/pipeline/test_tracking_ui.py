@@ -10,39 +10,23 @@ Screenshots go to the test's folder (and to MNIST_VAE_SCREENSHOT_DIR if set).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
-from helpers.pipeline import (
-    BIN,
-    REPO,
-    mlflow_ui,
-)
-from helpers.tracking import write_result
-from mnist_vae.files import load_npz, sha256_file
+from helpers.pipeline import mlflow_ui
+from helpers.tracking import git, run_track, write_track_inputs
+from mnist_vae.files import sha256_file
 from mnist_vae.ops.team_server import free_port
-from mnist_vae.params import SamplerParams
 from mnist_vae.pipeline import mlflow_store
-from mnist_vae.vae import samplers
-from mnist_vae.vae.model import load_checkpoint
 
 GENAI_NAVIGATION = ("Overview", "Judges", "Agent versions", "Evaluation runs")  # the sidebar of the GenAI view
 
 pytestmark = pytest.mark.slow
-
-
-def git(root: Path, *args: str) -> str:
-    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=root, check=True,
-                          capture_output=True, text=True).stdout.strip()
 
 
 @pytest.fixture
@@ -50,26 +34,11 @@ def tracked(root, tmp_path, monkeypatch):
     """A git checkout holding a small result at the pipeline's paths, logged by the track stage; returns
     (the lines track printed, the checkout's commit). The UI's port is chosen before track runs."""
     monkeypatch.setenv("MLFLOW_UI_PORT", str(free_port()))
-    result = write_result(tmp_path)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(result.params.model_dump(), sort_keys=False))
-    (tmp_path / "metrics/train.json").write_text(json.dumps({"total_time": 4.0}))
-    (tmp_path / "metrics/classifier.json").write_text(json.dumps({"test_accuracy": 0.97}))
-    model = load_checkpoint(tmp_path / "models/vae.pt")  # and its fitted sampler, as the sampler stage writes it
-    x = torch.from_numpy(load_npz(tmp_path / "data/processed/train.npz", ("x",))["x"])
-    state, summary = samplers.fit(model, x, SamplerParams(gmm_components=2), 0)
-    samplers.save(tmp_path / "models/sampler.pt", state, sha256_file(tmp_path / "models/vae.pt"))
-    (tmp_path / "metrics/sampler.json").write_text(json.dumps(summary))
-    (tmp_path / "reports/explorer.html").write_text("<!doctype html><title>explorer</title>\n")
-    (tmp_path / ".gitignore").write_text("/mlflow.db*\n/mlartifacts/\n/models/\n/data/\n")
+    write_track_inputs(tmp_path)
     git(tmp_path, "init", "-q")
     git(tmp_path, "add", "-A")
     git(tmp_path, "commit", "-qm", "a result")
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    env.pop("DVC_ROOT")  # as under `python stages/track.py` by hand: the working directory is the root
-    proc = subprocess.run([sys.executable, str(REPO / "stages/track.py")], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout.splitlines(), git(tmp_path, "rev-parse", "HEAD")
+    return run_track(tmp_path), git(tmp_path, "rev-parse", "HEAD")
 
 
 @pytest.fixture
@@ -160,9 +129,9 @@ def test_the_addresses_track_and_make_ui_print_open_the_model_training_view(trac
     assert_training_view(driver)
     columns = grid_columns(driver)
     assert {"Status": "Ready", "test_nll_iwae": "99.25", "sample_fid": "12.5",
-            "train_total": "150"}.items() <= columns.items(), columns  # the headline, the curves' last values
+            "training/train_total": "150"}.items() <= columns.items(), columns  # the headline, the curves' last values
     assert columns["Model name"].endswith(name)
-    assert not any(header.startswith("eval.") for header in columns)  # the details are the run's
+    assert not any(header.startswith("test/") for header in columns)  # the details are the run's
     driver.save_screenshot(str(shots / "models-metrics.png"))
 
     # the training runs, at the address `make ui` prints

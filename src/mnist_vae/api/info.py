@@ -31,13 +31,14 @@ def describe(model: LoadedModel) -> dict[str, Any]:
 
 
 def _mlflow_numbers(model: LoadedModel) -> dict[str, Any]:
-    """The MLflow run's params, and its metrics split into training (train.* and the curves) and evaluation (eval.*)."""
+    """The MLflow run's params, and its metrics by section (the part of a name before its last `/`)."""
     origin = model.origin
-    metrics = origin.details.get("metrics", {})
+    sections: dict[str, dict[str, float]] = {}
+    for name, value in sorted(origin.details.get("metrics", {}).items()):
+        section, _, key = name.rpartition("/")
+        sections.setdefault(section or "other", {})[key] = value
     return {"tracking_uri": origin.details.get("tracking_uri"), "run_id": origin.run_id,
-            "params": origin.details.get("params", {}),
-            "training": {k.removeprefix("train."): v for k, v in metrics.items() if not k.startswith("eval.")},
-            "evaluation": {k.removeprefix("eval."): v for k, v in metrics.items() if k.startswith("eval.")}}
+            "params": origin.details.get("params", {}), "metrics": sections}
 
 
 def _project_numbers(model: LoadedModel) -> dict[str, Any]:

@@ -47,21 +47,22 @@ def shown_uri(uri: str) -> str:
                                      + (f":{parts.port}" if parts.port else "")))
 
 
-def ui_address(experiment_id: str | None = None, run_id: str | None = None, tab: str = "runs") -> str:
+def ui_address(experiment_id: str | None = None, run_id: str | None = None, tab: str = "runs", query: str = "") -> str:
     """An address in the MLflow UI, in its Model training view: the tracking server's, or that of
     `make ui` (MLFLOW_UI_PORT, 5000 by default) for an embedded store. With a run id, the run's page;
-    with an experiment id, the experiment's `tab` (runs, models); with neither, the UI's home."""
+    with an experiment id, the experiment's `tab` (runs, models); with neither, the UI's home. `query` is
+    added to the address's query (name=value&...)."""
     uri = tracking_uri()
     base = (shown_uri(uri).rstrip("/") if uri.startswith(("http://", "https://"))
             else f"http://127.0.0.1:{os.environ.get('MLFLOW_UI_PORT', '5000')}")
     page = "#/" if experiment_id is None else (
         f"#/experiments/{experiment_id}/runs/{run_id}" if run_id else f"#/experiments/{experiment_id}/{tab}")
-    return f"{base}/{page}?{TRAINING_VIEW}"
+    return f"{base}/{page}?{TRAINING_VIEW}" + (f"&{query}" if query else "")
 
 
-def experiment_address(name: str) -> str:
-    """The UI's address of experiment `name`'s training runs, or of the UI's home if the store has no
-    such experiment yet (a missing embedded store is not created to find out)."""
+def experiment_address(name: str, query: str = "") -> str:
+    """The UI's address of experiment `name`'s training runs (with `query`, as ui_address), or of the UI's
+    home if the store has no such experiment yet (a missing embedded store is not created to find out)."""
     uri = tracking_uri()
     db = sqlite_path(uri)
     if db is not None and not db.is_file():
@@ -69,7 +70,7 @@ def experiment_address(name: str) -> str:
     mlflow = connect(uri)
     with store_errors(uri):
         experiment = mlflow.MlflowClient(uri).get_experiment_by_name(name)
-    return ui_address(experiment.experiment_id) if experiment else ui_address()
+    return ui_address(experiment.experiment_id, query=query) if experiment else ui_address()
 
 
 def get_or_create_experiment(client, name: str, artifact_location: str | None) -> str:
@@ -195,6 +196,11 @@ def main(params_path: str = "params.yaml") -> None:
         address, found = ui_address(), "home page (the server did not say where the experiment is)"
     where = "on the tracking server MLFLOW_TRACKING_URI names" if server else "in the MLflow UI starting below"
     print(f"make ui: experiment '{name}', {where}: {found} at\n  {address}", flush=True)
+    if "/experiments/" in address:
+        from mnist_vae.pipeline import ui_view
+
+        print(f"make ui: the runs' digits side by side (the view '{ui_view.NAME}'):\n"
+              f"  {address}&{ui_view.QUERY}", flush=True)
 
 
 if __name__ == "__main__":

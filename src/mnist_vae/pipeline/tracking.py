@@ -33,6 +33,7 @@ from typing import Any
 from mnist_vae.errors import FileProblem
 from mnist_vae.files import load_history, load_json, load_npz, sha256_file
 from mnist_vae.params import Params, flatten, flatten_tree
+from mnist_vae.pipeline import run_page, ui_view
 from mnist_vae.pipeline.mlflow_store import (
     artifact_location,
     connect,
@@ -46,6 +47,7 @@ from mnist_vae.vae import samplers
 
 log = logging.getLogger("mnist_vae.pipeline.tracking")
 FINGERPRINT = "fingerprint"  # the run tag that names the result a run was logged from
+NOTE = "mlflow.note.content"  # the run tag MLflow's UI shows as the run's description
 # a search worker (mnist-vae search run) names its study and trial to the track stage it runs: the run's tags
 SEARCH_ENV = {"MNIST_VAE_SEARCH_STUDY": "search_study", "MNIST_VAE_SEARCH_TRIAL": "search_trial"}
 DIGEST_CHARS = 16  # a dataset's digest in MLflow: this many hex digits of its file's SHA-256
@@ -63,6 +65,8 @@ class Result:
     checkpoint: Path              # the trained model (models/vae.pt)
     headline: Path | None = None  # {name: number}: metrics `<name>`, linked to the logged model
     datasets: dict[str, Path] = field(default_factory=dict)  # context (training, testing) -> .npz with x, y
+    images: list[Path] = field(default_factory=list)  # folders whose PNG files are also logged as MLflow images
+    params_file: Path | None = None  # params.yaml as written: the run's name and description compare it with git's
 
     def files(self) -> list[Path]:
         """Every file the run is logged from, folders expanded, in a fixed order."""
@@ -107,7 +111,20 @@ def log_result(result: Result) -> tuple[str, str, bool]:
         if found:
             return experiment_id, found[0].info.run_id, False
     writer = RunWriter(mlflow, client, uri, result, history)
-    return experiment_id, writer.write(experiment_id, fingerprint), True
+    run_id = writer.write(experiment_id, fingerprint)
+    keep_view(client, experiment_id, result)
+    return experiment_id, run_id, True
+
+
+def keep_view(client, experiment_id: str, result: Result) -> None:
+    """The experiment's view of the runs' digits (ui_view.py) shows this result's images too; a store that
+    refuses (a team member who may not edit the experiment) only costs the view, said in one line."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        ui_view.keep(client, experiment_id, [key for _, key, _ in _images(result)])
+    except MlflowException as exc:
+        log.warning("track: the experiment's view '%s' was not saved: %s", ui_view.NAME, " ".join(str(exc).split())[:200])
 
 
 class RunWriter:
@@ -121,11 +138,12 @@ class RunWriter:
 
     def write(self, experiment_id: str, fingerprint: str) -> str:
         started = self.history[0]["time"] - self.history[0]["epoch_time"]  # the run starts when its training did
+        name, note = _name_and_note(self.result)
         try:
             with store_errors(self.uri), interrupts_deferred(self.uri):
                 self.run_id = self.client.create_run(experiment_id, start_time=int(1000 * started),
-                                                     tags=_tags(self.result, fingerprint),
-                                                     run_name=os.environ.get("DVC_EXP_NAME") or None).info.run_id
+                                                     tags={**_tags(self.result, fingerprint), NOTE: note},
+                                                     run_name=name).info.run_id
             for step in self.steps(experiment_id):
                 with store_errors(self.uri), interrupts_deferred(self.uri):
                     step()
@@ -148,6 +166,8 @@ class RunWriter:
         for path, dest in result.artifacts.items():
             upload = client.log_artifacts if Path(path).is_dir() else client.log_artifact
             steps.append(lambda upload=upload, path=path, dest=dest: upload(self.run_id, str(path), dest or None))
+        for path, key, step in _images(result):
+            steps.append(lambda path=path, key=key, step=step: _log_image(client, self.run_id, path, key, step))
         steps.append(lambda: client.set_terminated(self.run_id, "FINISHED"))
         return steps
 
@@ -217,6 +237,23 @@ def log_model(run_id: str, checkpoint: Path, registered_name: str, dequantize: s
                 registered_model_name=registered_name, model_id=model_id, step=step or 0)
 
 
+def _name_and_note(result: Result) -> tuple[str, str]:
+    """The run's name and description (run_page.py): what tells this result apart from the committed baseline."""
+    import yaml
+
+    raw = yaml.safe_load(result.params_file.read_text()) if result.params_file else result.params.model_dump()
+    headline = load_json(result.headline) if result.headline else {}
+    base = run_page.baseline(Path(os.environ.get("DVC_ROOT") or "."), raw or {}, headline)
+    return run_page.run_name(os.environ.get("DVC_EXP_NAME"), base), run_page.description(model_name(result.params), base)
+
+
+def _log_image(client, run_id: str, path: Path, key: str, step: int) -> None:
+    import PIL.Image
+
+    with PIL.Image.open(path) as image:
+        client.log_image(run_id, image.copy(), key=key, step=step)
+
+
 def _tags(result: Result, fingerprint: str) -> dict[str, str]:
     from mnist_vae.vae.model import checkpoint_provenance
 
@@ -229,26 +266,40 @@ def _tags(result: Result, fingerprint: str) -> dict[str, str]:
 
 
 def _metrics(mlflow, result: Result, history: list[dict[str, float]], model_id: str | None) -> list[Any]:
-    """The headline, the per-epoch curves and every number of the metric files. The headline and the
-    curves' last values are the model's (`model_id`, if any): MLflow's UI shows a model's first value of
-    each metric, and the model is the last epoch's; the headline comes first, as the Models tab's first
+    """The headline (under its own names: the UI's "Model metrics" section), the per-epoch curves (training/<column>) and every number of the
+    metric files (in run_page's sections; the training's last row is the curves' last values). The headline
+    and the curves' last values are the model's (`model_id`, if any): MLflow's UI shows a model's first value
+    of each metric, and the model is the last epoch's; the headline comes first, as the Models tab's first
     columns."""
     Metric = mlflow.entities.Metric
     now = int(1000 * time.time())
-    out = [Metric(key, float(value), now, 0, model_id=model_id)
-           for key, value in _numbers(load_json(result.headline)).items()] if result.headline else []
+    headline = _numbers(load_json(result.headline)) if result.headline else {}
+    out = [Metric(key, float(value), now, 0, model_id=model_id) for key, value in headline.items()]
     last = history[-1]
-    out += [Metric(key, value, int(1000 * row["time"]), int(row["epoch"]), model_id=model_id if row is last else None)
+    out += [Metric(f"{run_page.CURVES}/{key}", value, int(1000 * row["time"]), int(row["epoch"]),
+                   model_id=model_id if row is last else None)
             for row in history for key, value in row.items() if key not in ("epoch", "time")]
     for prefix, path in result.metrics.items():
-        out += [Metric(key, float(value), now, 0) for key, value in _numbers(load_json(path), prefix).items()]
+        out += [Metric(run_page.metric_name(prefix, key), float(value), now, 0)
+                for key, value in _numbers(load_json(path)).items() if not (prefix == "train" and key in last)]
     return out
 
 
-def _numbers(tree: dict, prefix: str = "") -> dict[str, float]:
+def _numbers(tree: dict) -> dict[str, float]:
     """The numbers of a JSON tree under dotted keys; lists and notes stay in the file."""
-    return {key: value for key, value in flatten_tree(tree, prefix).items()
+    return {key: value for key, value in flatten_tree(tree).items()
             if isinstance(value, (int, float)) and not isinstance(value, bool)}
+
+
+def _images(result: Result) -> list[tuple[Path, str, int]]:
+    """(file, key, step) of every PNG in the image folders: a frame at its epoch; a figure (the trained model's)
+    at step 0, where the UI's image grid opens, so runs of any number of epochs sit side by side."""
+    out = []
+    for folder in result.images:
+        for path in sorted(Path(folder).glob("*.png")):
+            key, step = run_page.image_key(path)
+            out.append((path, key, 0 if step is None else step))
+    return out
 
 
 def _dataset(mlflow, path: Path, context: str):
