@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import imports
+import stage_deps as imports
 from mnist_vae import load, preprocess
 from mnist_vae.api import serving
 from mnist_vae.api import tasks as inference

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from helpers.imports import REPO, package_files
+from stage_deps import REPO, package_files
 
 
 def declared_code(stage: dict) -> list[str]:
@@ -23,7 +23,8 @@ def test_each_stage_lists_exactly_the_package_files_its_script_runs():
         if declared_code(stage) != want:
             wrong[name] = {"missing": sorted(set(want) - set(declared_code(stage))),
                            "extra": sorted(set(declared_code(stage)) - set(want))}
-    assert not wrong, f"dvc.yaml's code deps differ from what the stage scripts import: {wrong}"
+    assert not wrong, (f"dvc.yaml's code deps differ from what the stage scripts import: {wrong}; "
+                       "run `python tools/stage_deps.py --write`")
 
 
 def test_a_module_the_training_does_not_import_is_not_a_dependency_of_train():

@@ -1,12 +1,20 @@
-"""The package's import graph (grimp, import-linter's library): which package files a script runs."""
+"""The package's import graph (grimp, import-linter's library): which package files a script runs, and so
+which code each stage of dvc.yaml depends on. tests/pipeline/test_stage_dependencies.py checks dvc.yaml
+against it; after adding or removing an import, rewrite dvc.yaml's code deps with
+
+    python tools/stage_deps.py --write
+"""
 
 from __future__ import annotations
 
+import argparse
 import ast
+import re
+import sys
 from functools import lru_cache
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 PACKAGE = "mnist_vae"
 SRC = REPO / "src"
 # package files that a module reads as data, not as code
@@ -63,3 +71,35 @@ def package_files(script: Path) -> list[str]:
         if module in modules:
             files.update(data)
     return sorted(files)
+
+
+def rewrite(dvc_yaml: Path) -> bool:
+    """Set each stage's `src/mnist_vae/...` deps in dvc.yaml to package_files(stages/<stage>.py), keeping every
+    other line as it is; whether the file changed."""
+    lines = dvc_yaml.read_text().splitlines(keepends=True)
+    out, stage, i = [], None, 0
+    while i < len(lines):
+        found = re.match(r"^  (\w+):\s*$", lines[i])
+        stage = found.group(1) if found else stage
+        if lines[i].startswith("      - src/mnist_vae/"):
+            while i < len(lines) and lines[i].startswith("      - src/mnist_vae/"):
+                i += 1
+            out += [f"      - {f}\n" for f in package_files(REPO / "stages" / f"{stage}.py")]
+            continue
+        out.append(lines[i])
+        i += 1
+    changed = "".join(out) != "".join(lines)
+    dvc_yaml.write_text("".join(out))
+    return changed
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="dvc.yaml's code deps from the stage scripts' imports")
+    parser.add_argument("--write", action="store_true", help="rewrite dvc.yaml's src/mnist_vae deps")
+    args = parser.parse_args()
+    sys.path.insert(0, str(SRC))
+    if args.write:
+        print("dvc.yaml: code deps rewritten" if rewrite(REPO / "dvc.yaml") else "dvc.yaml: code deps already exact")
+    else:
+        for script in sorted((REPO / "stages").glob("*.py")):
+            print(script.stem, *package_files(script), sep="\n  ")
