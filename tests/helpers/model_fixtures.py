@@ -20,6 +20,11 @@ from mnist_vae.files import save_npz, sha256_file
 from mnist_vae.params import ModelParams, SamplerParams, TrainParams
 from mnist_vae.vae import samplers, training
 from mnist_vae.vae.model import VAE, save_checkpoint
+from mnist_vae.vae.samplers import choice
+
+# small_vae_project's sampler: 5 components, the fixture's last 200 training digits held out
+SMALL_SAMPLER = SamplerParams(gmm_components=5, held_out=200)
+SMALL_FIDS = {"prior": 85.0, "gmm": 54.0}  # its recorded FIDs (those of the fixture-digit test in test_samplers.py)
 
 
 @pytest.fixture(scope="session")
@@ -36,13 +41,16 @@ def small_vae_project(tmp_path_factory) -> Path:
     """A project folder as the pipeline leaves it, from a VAE trained briefly on the fixture's 1000 real
     digits (latent_dim 4, hidden 64, 3 epochs, about a second): params.yaml (dequantize.mode uniform,
     so a test can tell it from the default), models/vae.pt, models/sampler.pt (a 5-component Gaussian
-    mixture fitted to the training digits' mu(x), as the sampler stage does), data/processed/test.npz
-    (200 digits, dequantized) and data/raw/mnist.npz. Treat it as read-only; copy it to change it."""
+    mixture fitted to the mu(x) of the first 800 training digits, the last 200 held out, as the sampler stage
+    does), models/best_sampler.json (evaluate's choice: gmm, from the FIDs SMALL_FIDS, given rather than
+    measured, so no classifier is trained here), data/processed/{train,test}.npz (1000 and 200 digits,
+    dequantized) and data/raw/mnist.npz. Treat it as read-only; copy it to change it."""
     root = tmp_path_factory.mktemp("vae-project")
     with np.load(FIXTURE_DIGITS) as f:
         raw = {k: f[k] for k in f.files}
     splits = dequantize_splits(raw, "uniform", 0)
     save_npz(root / "data" / "raw" / "mnist.npz", raw)
+    save_npz(root / "data" / "processed" / "train.npz", splits["train"])
     save_npz(root / "data" / "processed" / "test.npz", splits["test"])
     (root / "params.yaml").write_text("seed: 0\ndequantize:\n  mode: uniform\n")
     torch.manual_seed(0)
@@ -50,8 +58,10 @@ def small_vae_project(tmp_path_factory) -> Path:
     data = training.Data(torch.from_numpy(splits["train"]["x"]), torch.from_numpy(splits["test"]["x"]))
     training.train(model, data, TrainParams(epochs=3, batch_size=100), training.Seeds.from_seed(0), torch.device("cpu"))
     save_checkpoint(root / "models" / "vae.pt", model)
-    state, _ = samplers.fit(model, torch.from_numpy(splits["train"]["x"]), SamplerParams(gmm_components=5), 0)
+    state, _ = samplers.fit(model, torch.from_numpy(splits["train"]["x"]), SMALL_SAMPLER, 0)
     samplers.save(root / "models" / "sampler.pt", state, sha256_file(root / "models" / "vae.pt"))
+    choice.record(root / "models" / "best_sampler.json", SMALL_FIDS, {"prior": 1.0, "gmm": 1.0},
+                  root / "models" / "vae.pt", root / "models" / "sampler.pt")
     return root
 
 

@@ -82,7 +82,7 @@ def build_repo(root: Path) -> Path:
         render={"latent_points": 200, "samples_grid": 4},
         classifier={"epochs": 4, "batch_size": 32, "threads": 1},
         quality={"n_samples": 200, "n_reference": 200, "probe_max_iter": 50},
-        sampler={"gmm_components": 5},
+        sampler={"gmm_components": 5, "held_out": 200},
         tracking={"experiment": "pipeline-test", "registered_model": "pipeline-vae"},
     )
     sh("git", "init", "-q", cwd=root)

@@ -23,6 +23,7 @@ from mnist_vae.pipeline import tracking
 from mnist_vae.report import progress
 from mnist_vae.report.canvas import save_grid
 from mnist_vae.vae import samplers
+from mnist_vae.vae.samplers import choice
 from mnist_vae.vae.model import VAE, load_checkpoint, save_checkpoint
 
 HISTORY = [
@@ -107,16 +108,19 @@ def store(root):
 
 def write_track_inputs(root: Path, params: Params | None = None, seed: int = 0) -> tracking.Result:
     """Every file the track stage reads, small (write_result's, and params.yaml, the training's and the
-    classifier's summaries, a fitted sampler, an explorer page, a .gitignore for a git checkout)."""
+    classifier's summaries, a fitted sampler and the choice of the best sampler, an explorer page, a
+    .gitignore for a git checkout)."""
     result = write_result(root, params, seed)
     (root / "params.yaml").write_text(yaml.safe_dump(result.params.model_dump(), sort_keys=False))
     (root / "metrics/train.json").write_text(json.dumps({"total_time": 4.0}))
     (root / "metrics/classifier.json").write_text(json.dumps({"test_accuracy": 0.97}))
     model = load_checkpoint(root / "models/vae.pt")  # and its fitted sampler, as the sampler stage writes it
     x = torch.from_numpy(load_npz(root / "data/processed/train.npz", ("x",))["x"])
-    state, summary = samplers.fit(model, x, SamplerParams(gmm_components=2), 0)
+    state, summary = samplers.fit(model, x, SamplerParams(gmm_components=2, held_out=10), 0)
     samplers.save(root / "models/sampler.pt", state, sha256_file(root / "models/vae.pt"))
     (root / "metrics/sampler.json").write_text(json.dumps(summary))
+    choice.record(root / "models/best_sampler.json", {"prior": 300.0, "gmm": 90.0}, {"prior": 1.0, "gmm": 1.0},
+                  root / "models/vae.pt", root / "models/sampler.pt")
     (root / "reports/explorer.html").write_text("<!doctype html><title>explorer</title>\n")
     (root / ".gitignore").write_text("/mlflow.db*\n/mlartifacts/\n/models/\n/data/\n")
     return result

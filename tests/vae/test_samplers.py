@@ -1,20 +1,25 @@
 """Latent samplers (vae/samplers): a mixture's draws follow its parameters, seeds repeat, fits recover
-known densities, the stored file round-trips without pickle and refuses another checkpoint, bad input
-is one line, and on real digits the fitted sampler beats the prior in log-density and FID."""
+known densities and report their progress, a diverging fit is one line naming sampler.gmm_reg_covar, the
+held-out digits are never fitted, the stored file round-trips without pickle and refuses another
+checkpoint or another version's format, bad input is one line, and on real digits the fitted sampler
+beats the prior in log-density and FID."""
 
 import math
 import pickle
 import shutil
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from helpers.digits import FIXTURE_DIGITS
+from helpers.digits import FIXTURE_DIGITS, REPO
+from helpers.model_fixtures import SMALL_SAMPLER
 from mnist_vae.errors import FileProblem, UserError
-from mnist_vae.files import sha256_file
+from mnist_vae.files import load_npz, sha256_file
 from mnist_vae.params import ClassifierParams, ModelParams, QualityParams, SamplerParams
+from mnist_vae.pipeline import stage
 from mnist_vae.scoring import classifier, quality
 from mnist_vae.vae import samplers
 from mnist_vae.vae.model import VAE, load_checkpoint
@@ -35,8 +40,8 @@ def mixture_of(state: dict, name: str = "gmm") -> samplers.Sampler:
 def known_mixture() -> dict:
     """Two well-separated 2-D Gaussians with correlated covariances, weights 0.3 / 0.7."""
     cov = torch.tensor([[[1.0, 0.6], [0.6, 0.5]], [[0.2, -0.1], [-0.1, 0.3]]], dtype=torch.float64)
-    return {"format": samplers.FORMAT, "latent_dim": 2, "fit_on": "mu", "n_codes": 0, "seed": 0,
-            "checkpoint_sha256": "0" * 64,
+    return {"format": samplers.FORMAT, "latent_dim": 2, "fit_on": "mu", "n_codes": 1, "n_train": 2,
+            "held_out_start": 1, "seed": 0, "checkpoint_sha256": "0" * 64,
             "samplers": {"gmm": {"kind": "gmm", "weights": torch.tensor([0.3, 0.7], dtype=torch.float64),
                                  "means": torch.tensor([[-4.0, 1.0], [3.0, -2.0]], dtype=torch.float64),
                                  "scale_tril": torch.linalg.cholesky(cov), "converged": True, "n_iter": 1}}}
@@ -115,6 +120,101 @@ def test_a_fit_recovers_a_known_mixture_from_its_draws():
     assert torch.allclose(fitted["means"][order], known_mixture()["samplers"]["gmm"]["means"], atol=0.05)
 
 
+def three_gaussians() -> dict:
+    """A 3-component 2-D mixture with unequal weights and correlated covariances, its components apart."""
+    cov = torch.tensor([[[0.5, 0.2], [0.2, 0.3]], [[0.2, -0.1], [-0.1, 0.4]], [[0.3, 0.0], [0.0, 0.1]]], dtype=torch.float64)
+    state = known_mixture()
+    state["samplers"]["gmm"].update(weights=torch.tensor([0.2, 0.5, 0.3], dtype=torch.float64),
+                                    means=torch.tensor([[-4.0, 0.0], [0.0, 3.0], [4.0, -1.0]], dtype=torch.float64),
+                                    scale_tril=torch.linalg.cholesky(cov))
+    return state
+
+
+def test_the_default_fit_recovers_a_three_component_mixture_within_sampling_error():
+    truth = three_gaussians()["samplers"]["gmm"]
+    n = 30000
+    z = mixture_of(three_gaussians()).draw(n, torch.Generator().manual_seed(1)).double()
+    p = SamplerParams()  # the default fit: 20 EM iterations
+    fitted = gmm.fit(z, 3, p.gmm_max_iter, p.gmm_reg_covar, seed=0)
+    order = torch.argsort(fitted["means"][:, 0])
+    for k, j in enumerate(order.tolist()):
+        w = float(truth["weights"][k])
+        assert abs(float(fitted["weights"][j]) - w) < 4 * math.sqrt(w * (1 - w) / n)
+        cov = truth["scale_tril"][k] @ truth["scale_tril"][k].T
+        se = torch.sqrt(torch.diagonal(cov) / (w * n))
+        assert (fitted["means"][j] - truth["means"][k]).abs().le(4 * se).all()
+        got = fitted["scale_tril"][j] @ fitted["scale_tril"][j].T
+        assert (got - cov).abs().le(4 * torch.sqrt((cov**2 + torch.outer(torch.diagonal(cov), torch.diagonal(cov))) / (w * n))).all()
+
+
+def test_the_fit_reports_its_progress_and_gives_the_bytes_of_one_uninterrupted_em():
+    from sklearn.mixture import GaussianMixture
+
+    z = mixture_of(three_gaussians()).draw(3000, torch.Generator().manual_seed(2)).double()
+    heard = []
+    fitted = gmm.fit(z, 6, max_iter=12, seed=0, say=heard.append)
+    once = GaussianMixture(6, covariance_type="full", max_iter=12, reg_covar=1e-6, random_state=0).fit(z.numpy())
+    assert torch.equal(fitted["means"], torch.from_numpy(once.means_)) and fitted["n_iter"] == once.n_iter_
+    assert torch.equal(fitted["weights"], torch.from_numpy(once.weights_))
+    lines = [line for line in heard if line.startswith("EM iteration")]
+    assert len(lines) == len(heard) == math.ceil(once.n_iter_ / gmm.PROGRESS_EVERY) and "\n" not in "".join(heard)
+    assert lines[0].startswith(f"EM iteration {gmm.PROGRESS_EVERY}/12: mean log-likelihood ")
+
+
+def test_a_diverging_fit_is_one_line_naming_reg_covar_and_returns_nothing(monkeypatch):
+    from sklearn.mixture import GaussianMixture
+
+    z = mixture_of(three_gaussians()).draw(500, torch.Generator().manual_seed(3)).double()
+    m_step = GaussianMixture._m_step
+
+    def poisoned(self, X, log_resp, **kwargs):  # a NaN in the means, as a covariance gone singular gives
+        m_step(self, X, log_resp, **kwargs)
+        self.means_[0, 0] = np.nan
+
+    monkeypatch.setattr(GaussianMixture, "_m_step", poisoned)
+    with pytest.raises(UserError, match=r"diverged on 500 codes after \d+ EM iterations .*raise sampler.gmm_reg_covar "
+                                         r"\(now 1e-06\)") as info:
+        gmm.fit(z, 3, seed=0)
+    assert "\n" not in str(info.value)
+
+
+def test_the_log_density_in_blocks_is_the_log_density_at_once(monkeypatch):
+    sampler = mixture_of(three_gaussians())
+    z = sampler.draw(50, torch.Generator().manual_seed(0)).double()
+    whole = sampler.log_density(z)
+    monkeypatch.setattr(gmm, "LOG_DENSITY_BLOCK", 7 * 3 * 2)  # 7 rows of 3 components in 2 dimensions per block
+    torch.testing.assert_close(sampler.log_density(z), whole, rtol=0, atol=1e-12)
+
+
+# ---------------------------------------------------------------- what is fitted and what is held out
+
+
+def test_the_held_out_digits_are_the_last_ones_and_the_fit_never_sees_them():
+    p = SamplerParams(held_out=30, fit_examples=0, gmm_components=2)
+    assert samplers.split(100, p) == (70, 70)
+    assert samplers.split(100, SamplerParams(held_out=30, fit_examples=50)) == (50, 70)
+    assert samplers.split(100, SamplerParams(held_out=30, fit_examples=500)) == (70, 70)
+    model = tiny(latent_dim=2)
+    x = torch.rand(100, 784, generator=torch.Generator().manual_seed(0))
+    state, summary = samplers.fit(model, x, p, 0)
+    assert (state["n_codes"], state["n_train"], state["held_out_start"]) == (70, 100, 70)
+    assert summary["n_codes"] == 70 and summary["held_out"] == 30
+    other = x.clone()
+    other[70:] = 1 - other[70:]  # other held-out digits: the same fit, to the byte
+    again, _ = samplers.fit(model, other, p, 0)
+    assert all(torch.equal(again["samplers"]["gmm"][k], state["samplers"]["gmm"][k]) for k in ("weights", "means", "scale_tril"))
+    fitted = samplers.Fitted({**state, "checkpoint_sha256": "0" * 64})
+    assert torch.equal(samplers.held_out(fitted, x, Path("sampler.pt")), x[70:])
+    with pytest.raises(FileProblem, match=r"sampler.pt was fitted to 100 training digits, not these 99; fit it again"):
+        samplers.held_out(fitted, x[:99], Path("sampler.pt"))
+
+
+def test_more_held_out_digits_than_training_digits_is_one_line():
+    with pytest.raises(UserError, match=r"sampler.held_out is 100 but there are only 100 training digits; lower "
+                                        r"sampler.held_out below 100"):
+        samplers.split(100, SamplerParams(held_out=100))
+
+
 # ---------------------------------------------------------------- the stored file
 
 
@@ -134,6 +234,10 @@ def test_the_stored_samplers_round_trip_without_pickle_and_give_the_same_draws(p
     copy = project / "models" / "copy.pt"
     samplers.save(copy, {k: v for k, v in state.items() if k != "checkpoint_sha256"}, state["checkpoint_sha256"])
     assert copy.read_bytes() == path.read_bytes()  # equal states give equal bytes
+    refit = project / "models" / "refit.pt"  # and the same fit again, from the same seed, the same bytes
+    x = torch.from_numpy(load_npz(project / "data" / "processed" / "train.npz", ("x",))["x"])
+    samplers.save(refit, samplers.fit(load_checkpoint(checkpoint), x, SMALL_SAMPLER, 0)[0], state["checkpoint_sha256"])
+    assert refit.read_bytes() == path.read_bytes()
     model = load_checkpoint(checkpoint)
     g = lambda: torch.Generator().manual_seed(9)  # noqa: E731
     assert torch.equal(samplers.get(model, samplers.load(copy, checkpoint), "gmm").draw(20, g()),
@@ -180,12 +284,25 @@ def test_a_missing_or_corrupt_sampler_file_is_one_line(project, content, match):
     assert "\n" not in str(exc.value)
 
 
+def test_an_older_format_is_refused_in_one_line_that_the_stage_runner_completes(project, monkeypatch):
+    path = project / "models" / "sampler.pt"
+    state = torch.load(path, weights_only=True)
+    old = {k: v for k, v in state.items() if k not in ("n_train", "held_out_start")} | {"format": 1}
+    torch.save(old, path)  # what the previous version wrote: no held-out digits
+    with pytest.raises(FileProblem, match=r"sampler.pt holds samplers in format 1 \(another mnist-vae\); this version "
+                                          r"reads format 2: fit them again$") as info:
+        samplers.load(path, project / "models" / "vae.pt")
+    assert info.value.problem == "stale" and "\n" not in str(info.value)
+    monkeypatch.chdir(REPO)  # where dvc.yaml names the stage that writes models/sampler.pt
+    assert stage.fix_for(FileProblem(Path("models/sampler.pt"), "stale", str(info.value))) == "; rerun `dvc repro sampler`"
+
+
 def test_more_components_than_codes_and_a_singular_fit_are_one_line():
     z = torch.randn(10, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     with pytest.raises(UserError, match="gmm_components is 11 but there are only 10 codes"):
         gmm.fit(z, 11)
     collapsed = torch.zeros(50, 3, dtype=torch.float64)  # every code the same point: no covariance to fit
-    with pytest.raises(UserError, match="lower sampler.gmm_components or raise sampler.gmm_reg_covar"):
+    with pytest.raises(UserError, match="raise sampler.gmm_reg_covar \\(now 0\\) or lower sampler.gmm_components"):
         gmm.fit(collapsed, 2, reg_covar=0.0)
 
 
@@ -235,9 +352,9 @@ def test_on_the_fixture_digits_the_fitted_sampler_beats_the_prior():
     training.train(model, training.Data(x_train, x_test), TrainParams(epochs=20, batch_size=100),
                    training.Seeds.from_seed(0), torch.device("cpu"))
     model.eval()
-    state, summary = samplers.fit(model, x_train, SamplerParams(gmm_components=5), 0)
+    state, summary = samplers.fit(model, x_train, SMALL_SAMPLER, 0)
     fitted = samplers.Fitted(state)
-    assert summary["samplers"]["gmm"]["components"] == 5 and summary["n_codes"] == 1000
+    assert summary["samplers"]["gmm"]["components"] == 5 and summary["n_codes"] == 800
     density = samplers.code_log_density(model, fitted, x_test, "mu", torch.Generator().manual_seed(0))
     assert density["gmm"] > density["prior"] + 3.0, density
     digits = classifier.train(classifier.scale_pixels(raw["x_train"]), raw["y_train"],

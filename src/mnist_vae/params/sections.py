@@ -177,16 +177,26 @@ class QualityParams(Section):
     probe_max_iter: PositiveInt = 200
 
 
+# MNIST's training digits: the held-out ones and the fitted ones are split from these
+MNIST_TRAIN = 60000
+
+
 class SamplerParams(Section):
-    """Latent densities fitted to the trained encoder's codes after training (the sampler stage)."""
+    """Latent densities fitted to the trained encoder's codes after training (the sampler stage), and the
+    temperature evaluate, render and the default sampling draw them at."""
 
     # fitted densities, besides the model's own prior (always there): gmm
     names: list[Literal["gmm"]] = ["gmm"]
     fit_on: Literal["mu", "draws"] = "mu"  # the codes: encoder means mu(x), or one z ~ q(z|x) per digit
-    fit_examples: Count = 0  # training digits encoded for the fit; 0 = all
-    gmm_components: PositiveInt = 50
-    gmm_max_iter: PositiveInt = 100  # EM iterations (scikit-learn's GaussianMixture)
+    # training digits encoded for the fit (the first n); 0 = all but the held-out ones
+    fit_examples: Count = 0
+    # the last this many training digits are never fitted: evaluate decodes their mu(x) as the decoder's floor
+    held_out: Annotated[int, Strict(), Field(ge=10, lt=MNIST_TRAIN)] = 10000
+    gmm_components: PositiveInt = 400
+    gmm_max_iter: PositiveInt = 20  # EM iterations (scikit-learn's GaussianMixture)
     gmm_reg_covar: Annotated[float, Field(ge=0)] = 1e-6  # added to each covariance's diagonal
+    # a fitted sampler's z = mean_k + T L_k eps: what evaluate scores, render draws and `sample` uses by default
+    temperature: Annotated[float, Field(gt=0, le=2, allow_inf_nan=False)] = 1.0
 
     @model_validator(mode="after")
     def _names_once(self):

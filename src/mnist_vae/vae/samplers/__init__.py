@@ -13,6 +13,10 @@ The fitted densities are stored (:func:`save`) as tensors, numbers and strings, 
 torch.load(weights_only=True) (nothing is unpickled), together with the SHA-256 of the checkpoint they
 were fitted to, which :func:`load` checks. :func:`get` gives a :class:`Sampler` to draw from and to score
 codes with, whatever its kind.
+
+The fit never sees the last ``sampler.held_out`` training digits (:func:`split`): evaluate decodes their
+mu(x) as the decoder's floor, the score a perfect sampler of these codes would reach. Which sampler is the
+model's best, by the FIDs evaluate recorded, is choice.py's (models/best_sampler.json).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Protocol
+from typing import Callable, Optional, Protocol
 
 import numpy as np
 import torch
@@ -32,7 +36,7 @@ from mnist_vae.vae.samplers import gmm
 
 PRIOR = "prior"
 KINDS = {gmm.KIND: gmm}  # the densities this package fits, by name
-FORMAT = 1
+FORMAT = 2  # 1: fitted to the first fit_examples digits, nothing held out
 FILE_NAME = "sampler.pt"  # beside the checkpoint: models/sampler.pt
 
 
@@ -114,37 +118,58 @@ def codes(model, x: torch.Tensor, fit_on: str, generator: torch.Generator, batch
     return mu + torch.randn(mu.shape, generator=generator, dtype=torch.float64) * torch.exp(0.5 * logvar)
 
 
-def _fit_one(name: str, z: torch.Tensor, p, seed: int) -> dict:
+def split(n_train: int, p) -> tuple[int, int]:
+    """(digits fitted, first held-out digit) of n_train training digits under SamplerParams p: the last
+    p.held_out digits are held out, and the fit takes the first p.fit_examples (0: all) of the others."""
+    start = n_train - p.held_out
+    if start < 1:
+        raise UserError(f"sampler.held_out is {p.held_out} but there are only {n_train} training digits; lower "
+                        f"sampler.held_out below {n_train}")
+    return min(p.fit_examples or start, start), start
+
+
+def _fit_one(name: str, z: torch.Tensor, p, seed: int, say: Callable[[str], None]) -> dict:
     if name == gmm.KIND:
-        return gmm.fit(z, p.gmm_components, p.gmm_max_iter, p.gmm_reg_covar, seed)
+        return gmm.fit(z, p.gmm_components, p.gmm_max_iter, p.gmm_reg_covar, seed, lambda line: say(f"{name}: {line}"))
     raise UserError(f"unknown sampler {name!r} in sampler.names; known: {', '.join(KINDS)}")
 
 
-def fit(model, x: torch.Tensor, p, seed: int) -> tuple[dict, dict]:
-    """Fit the samplers `p.names` (SamplerParams) to the codes of the training digits x.
+def fit(model, x: torch.Tensor, p, seed: int, say: Callable[[str], None] = lambda line: None) -> tuple[dict, dict]:
+    """Fit the samplers `p.names` (SamplerParams) to the codes of the training digits x, but the last
+    p.held_out (:func:`split`); `say` hears the fit's progress.
 
     Returns the state to :func:`save` (without the checkpoint digest) and a summary with the fit's
     timings for metrics/sampler.json."""
     if gmm.KIND in p.names:
         import sklearn.mixture  # noqa: F401  (before the clocks start: a fit's time is the fit's own)
-    n = min(p.fit_examples or len(x), len(x))
+    n, held_start = split(len(x), p)
     start = time.perf_counter()
     z = codes(model, x[:n], p.fit_on, torch.Generator().manual_seed(seed))
     encode_time = time.perf_counter() - start
     if not torch.isfinite(z).all():
         raise UserError("the codes to fit hold NaN or infinite values: the model diverged; train it again")
     state = {"format": FORMAT, "latent_dim": int(model.latent_dim), "fit_on": p.fit_on, "n_codes": n,
-             "seed": seed, "samplers": {}}
-    summary = {"fit_on": p.fit_on, "n_codes": n, "encode_time": encode_time, "samplers": {}}
+             "n_train": len(x), "held_out_start": held_start, "seed": seed, "samplers": {}}
+    summary = {"fit_on": p.fit_on, "n_codes": n, "held_out": len(x) - held_start, "encode_time": encode_time,
+               "samplers": {}}
     for name in p.names:
         start, cpu = time.perf_counter(), time.process_time()
-        s = state["samplers"][name] = _fit_one(name, z, p, seed)
+        s = state["samplers"][name] = _fit_one(name, z, p, seed, say)
         summary["samplers"][name] = {
             "fit_time": time.perf_counter() - start, "fit_cpu_time": time.process_time() - cpu,
             **KINDS[name].summary(s),
             "train_code_log_density": float(KINDS[name].Sampler(s, z.device).log_density(z).mean()),
         }
     return state, summary
+
+
+def held_out(fitted: Fitted, x: torch.Tensor, path: Path) -> torch.Tensor:
+    """The training digits x (all of them, as the fit was given) that the fit never saw: the last ones; a
+    FileProblem naming `path` (the samplers' file) when x is not the set they were fitted to."""
+    if len(x) != fitted.state["n_train"]:
+        raise FileProblem(path, "stale", f"{path} was fitted to {fitted.state['n_train']} training digits, not "
+                                         f"these {len(x)}; fit it again")
+    return x[fitted.state["held_out_start"]:]
 
 
 # ---------------------------------------------------------------- storing
@@ -158,18 +183,21 @@ def save(path: Path, state: dict, checkpoint_sha256: str) -> None:
 def load(path: Path, checkpoint: Optional[Path] = None) -> Fitted:
     """The samplers stored in `path`, checked: their format and shapes, and, when `checkpoint` is given,
     that they were fitted to that checkpoint's bytes (a FileProblem otherwise)."""
-    state = load_tensors(path, "sampler file", check=_check)
+    state = load_tensors(path, "sampler file", check=lambda state: _check(state, Path(path)))
     if checkpoint is not None and state["checkpoint_sha256"] != sha256_file(checkpoint):
         raise FileProblem(path, "stale", f"{path} was fitted to another checkpoint than {checkpoint} (SHA-256 "
                                          f"{state['checkpoint_sha256'][:12]}...); fit it again")
     return Fitted(state)
 
 
-def _check(state: dict) -> None:
-    if state.get("format") != FORMAT:
-        raise ValueError(f"format {state.get('format')}, expected {FORMAT}")
+def _check(state: dict, path: Path) -> None:
+    if state.get("format") != FORMAT:  # stale, not corrupt: the stage that made it makes it again
+        raise FileProblem(path, "stale", f"{path} holds samplers in format {state.get('format')} (another mnist-vae); "
+                                         f"this version reads format {FORMAT}: fit them again")
     if not isinstance(state["checkpoint_sha256"], str):
         raise ValueError("no checkpoint digest")
+    if not 0 < state["n_codes"] <= state["held_out_start"] < state["n_train"]:
+        raise ValueError("its fitted and held-out digits overlap")
     for name, s in state["samplers"].items():
         if name not in KINDS or s.get("kind") != name:
             raise ValueError(f"unknown sampler {name!r}")
