@@ -1,4 +1,5 @@
-"""evaluate: models/vae.pt (and the samplers fitted to it) on the test set (and a training slice) -> metrics/eval.json."""
+"""evaluate: models/vae.pt (and the samplers fitted to it) on the test set (and a training slice) -> metrics/eval.json,
+and the best sampler by sample FID -> models/best_sampler.json (what sampling uses when no sampler is named)."""
 
 import time
 from pathlib import Path
@@ -11,11 +12,12 @@ from mnist_vae.scoring import classifier, quality
 from mnist_vae.vae import evaluation, samplers
 from mnist_vae.vae.device import pick_device
 from mnist_vae.vae.model import load_checkpoint
+from mnist_vae.vae.samplers import choice
 
 TRAIN, TEST = Path("data/processed/train.npz"), Path("data/processed/test.npz")
 RAW, CLASSIFIER = Path("data/raw/mnist.npz"), Path("models/classifier.pt")
 MODEL, OUT = Path("models/vae.pt"), Path("metrics/eval.json")
-SAMPLER = Path("models/sampler.pt")
+SAMPLER, CHOICE = Path("models/sampler.pt"), Path("models/best_sampler.json")
 
 
 def main(params):
@@ -34,14 +36,17 @@ def main(params):
                                   model.config.likelihood, params.dequantize.mode)
     metrics["eval_time"] = time.perf_counter() - start
     start = time.perf_counter()
-    metrics["quality"] = quality.evaluate(
+    q = metrics["quality"] = quality.evaluate(
         model, fitted, digit_classifier, {"x": train["x"].to(device), "y": train["y"]},
         {"x": test["x"].to(device), "y": test["y"]}, raw, params.dequantize.mode, params.quality,
-        torch.Generator().manual_seed(params.seed), sampler_seed=params.seed)
-    metrics["quality"]["code_log_density"] = samplers.code_log_density(
+        torch.Generator().manual_seed(params.seed), sampler_seed=params.seed, temperature=params.sampler.temperature,
+        x_held_out=samplers.held_out(fitted, train["x"], SAMPLER).to(device))
+    q["code_log_density"] = samplers.code_log_density(
         model, fitted, test["x"].to(device), fitted.fit_on, torch.Generator().manual_seed(params.seed))
+    q["best"] = quality.best(q)
     metrics["quality_time"] = time.perf_counter() - start
     save_json(OUT, metrics)
+    choice.record(CHOICE, *quality.sampler_fids(q), MODEL, SAMPLER)
     report(metrics, p.iw_samples, model.latent_dim)
 
 
@@ -54,13 +59,17 @@ def report(metrics: dict, iw_samples: int, latent_dim: int) -> None:
           f"precision {q['samples']['precision']:.3f}, recall {q['samples']['recall']:.3f}, "
           f"reconstruction accuracy {q['reconstructions']['accuracy']:.4f}, probe {q['probe']['test_accuracy']:.4f}, "
           f"{metrics['quality_time']:.1f}s")
-    density = q["code_log_density"]
+    density, floor = q["code_log_density"], q["floor"]
+    print(f"quality: decoder floor (decoded mu(x) of {floor['n']} held-out training digits): FID {floor['fid']:.2f}, "
+          f"precision {floor['precision']:.3f}, recall {floor['recall']:.3f}")
     for name, scores in q["samplers"].items():
         s = scores["samples"]
-        print(f"quality: sampler {name}: sample FID {s['fid']:.2f} (prior {q['samples']['fid']:.2f}), precision "
-              f"{s['precision']:.3f}, recall {s['recall']:.3f}, class entropy {scores['class_coverage']['entropy']:.3f}; "
-              f"test-code log-density {density[name]:.2f} nats (prior {density['prior']:.2f})")
-
+        print(f"quality: sampler {name} (T = {scores['temperature']:g}): sample FID {s['fid']:.2f} (prior {q['samples']['fid']:.2f}, "
+              f"{scores['floor_gap_fid']:+.2f} over the floor), precision {s['precision']:.3f}, recall {s['recall']:.3f}, "
+              f"class entropy {scores['class_coverage']['entropy']:.3f}; test-code log-density {density[name]:.2f} nats "
+              f"(prior {density['prior']:.2f})")
+    print(f"quality: the best sampler is {q['best']['sampler']} (FID {q['best']['fid']:.2f}): sampling uses it when no "
+          f"sampler is named ({CHOICE})")
 
 if __name__ == "__main__":
     run_stage("evaluate", main)

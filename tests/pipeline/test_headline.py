@@ -16,6 +16,8 @@ def write_metrics(root: Path, bpd: bool = False) -> None:
     files = {
         "metrics/eval.json": {"test": test, "posterior": {"active_units": 17, "mutual_info": 4.0},
                               "quality": {"samples": {"fid": 12.5, "precision": 0.75, "recall": 0.5},
+                                          "best": {"sampler": "gmm", "fid": 8.5, "precision": 0.8, "recall": 0.625},
+                                          "floor": {"fid": 6.25, "precision": 0.9, "recall": 0.7},
                                           "reconstructions": {"fid": 3.5, "accuracy": 0.875},
                                           "probe": {"test_accuracy": 0.9375}}},
         "metrics/train.json": {"total_time": 61.0, "train_total": 100.0},
@@ -30,8 +32,8 @@ def test_the_headline_copies_each_number_from_where_it_was_written(tmp_path):
     write_metrics(tmp_path)
     assert headline.collect(tmp_path) == {
         "test_nelbo": 101.5, "test_nll_iwae": 99.25, "active_units": 17, "sample_fid": 12.5,
-        "sample_precision": 0.75, "sample_recall": 0.5, "reconstruction_fid": 3.5,
-        "reconstruction_accuracy": 0.875, "probe_accuracy": 0.9375, "train_time": 61.0,
+        "best_sample_fid": 8.5, "best_sample_precision": 0.8, "best_sample_recall": 0.625, "decoder_floor_fid": 6.25,
+        "reconstruction_fid": 3.5, "reconstruction_accuracy": 0.875, "probe_accuracy": 0.9375, "train_time": 61.0,
         "classifier_accuracy": 0.99}
     write_metrics(tmp_path, bpd=True)
     assert headline.collect(tmp_path)["test_bpd"] == 1.25  # present only where evaluate writes it

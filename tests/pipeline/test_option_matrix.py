@@ -49,7 +49,7 @@ TINY = {
                "latent_points": 100, "manifold_grid": 4, "class_sheet": 3},
     "classifier": {"channels": [4, 8], "feature_dim": 16, "epochs": 1, "batch_size": 64},
     "quality": {"n_samples": 200, "n_reference": 200, "probe_max_iter": 20},
-    "sampler": {"gmm_components": 3, "fit_examples": 0},
+    "sampler": {"gmm_components": 3, "fit_examples": 0, "held_out": 200},
     "tracking": {"experiment": "matrix"},
 }
 
@@ -67,6 +67,10 @@ MATRIX: dict[str, dict] = {
     "beta-warmup-burda": {"train.beta": 4.0, "train.kl_warmup_epochs": 1, "train.lr_schedule": "burda"},
     "latent-1-fit-on-draws": {"model.latent_dim": 1, "sampler.fit_on": "draws"},
     "no-fitted-sampler": {"sampler.names": []},
+    # the fitted samplers' temperature (the prior stays at 1: a VampPrior takes no other), and a smaller fit
+    "sampler-temperature": {"sampler.temperature": 0.9},
+    "vamp-sampler-temperature": {"model.prior": "vamp", "sampler.temperature": 1.2},
+    "held-out-fit-examples": {"sampler.held_out": 500, "sampler.fit_examples": 300, "sampler.gmm_max_iter": 1},
     "outputs-off": {"tracking.log_model": False, "render.samples_grid": 0, "render.interpolation_rows": 0, "render.reconstructions": 0,
                    "render.latent_points": 0, "render.manifold_grid": 0, "render.histograms": False,
                    "render.curves": False, "render.explorer": False, "render.class_sheet": 0,
@@ -194,11 +198,22 @@ def test_every_stage_runs_and_the_numbers_hold(matrix_runs, name):
         for key in ("precision", "recall"):
             if key in scores:
                 assert 0 <= scores[key] <= 1, (what, scores)
-    fitted = Params.model_validate(params_for(MATRIX[name])).sampler.names
+    sampler_params = Params.model_validate(params_for(MATRIX[name])).sampler
+    fitted = sampler_params.names
     assert sorted(q["samplers"]) == sorted(fitted)
     density = q["code_log_density"]
     for sampler in fitted:
         assert density[sampler] > density["prior"], density
+        assert q["samplers"][sampler]["temperature"] == sampler_params.temperature
+    # the floor: the decoded codes of the held-out training digits, which no fit saw
+    summary = json.loads((root / "metrics" / "sampler.json").read_text())
+    assert q["floor"]["n"] == summary["held_out"] == sampler_params.held_out
+    assert summary["n_codes"] == (sampler_params.fit_examples or 1000 - sampler_params.held_out)
+    assert finite_number(q["floor"]["fid"]) and 0 <= q["floor"]["recall"] <= 1
+    # the best sampler: the lowest FID recorded, the one sampling uses by default
+    fids = {"prior": q["samples"]["fid"], **{n: s["samples"]["fid"] for n, s in q["samplers"].items()}}
+    best = json.loads((root / "models" / "best_sampler.json").read_text())
+    assert best["sampler"] == q["best"]["sampler"] == min(fids, key=fids.get) and best["fid"] == fids
 
     headline = json.loads((root / "metrics" / "headline.json").read_text())
     assert all(finite_number(v) for v in headline.values()), headline

@@ -1,17 +1,20 @@
 """Quality metrics: FID against its closed form, k-NN precision/recall on constructed sets, class
-coverage, the linear probe, the pixel-scale mapping, and the whole `quality` block on fixture digits."""
+coverage, the linear probe, the pixel-scale mapping, the whole `quality` block on fixture digits, the decoder's
+floor on the held-out digits and the best sampler."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from helpers.digits import FIXTURE_DIGITS as FIXTURE
-from mnist_vae.params import ClassifierParams, ModelParams, QualityParams
+from mnist_vae.params import ClassifierParams, ModelParams, QualityParams, SamplerParams
 from mnist_vae.scoring import classifier, quality
+from mnist_vae.vae import samplers
 from mnist_vae.vae.model import VAE
 
 
@@ -176,3 +179,39 @@ def test_the_quality_block_on_fixture_digits_is_complete_and_deterministic(fixtu
     assert q["reference"]["precision"] > 0.5 and q["samples"]["precision"] < q["reference"]["precision"]
     assert sum(q["class_coverage"]["histogram"]) == pytest.approx(1.0)
     assert q["probe"]["n_train"] == len(raw["x_train"]) and 0 <= q["probe"]["test_accuracy"] <= 1
+
+
+@pytest.fixture(scope="module")
+def small_classifier(fixture_digits):
+    return classifier.train(classifier.scale_pixels(fixture_digits["x_train"]), fixture_digits["y_train"],
+                            ClassifierParams(epochs=1, channels=[8, 16], feature_dim=32, batch_size=64))
+
+
+def test_the_floor_is_the_held_out_digits_decoded_and_the_best_sampler_the_lowest_fid(fixture_digits, small_classifier):
+    raw, digits = fixture_digits, small_classifier
+    torch.manual_seed(0)
+    vae = VAE(ModelParams(hidden_dims=[32], latent_dim=3)).eval()
+    data = {s: {"x": torch.from_numpy(np.float32(raw[f"x_{s}"]).reshape(-1, 784) / 255),
+                "y": torch.from_numpy(raw[f"y_{s}"])} for s in ("train", "test")}
+    p = QualityParams(n_samples=200, n_reference=200, block=128, probe_max_iter=10)
+    x_train = data["train"]["x"]
+    fitted = samplers.Fitted(samplers.fit(vae, x_train, SamplerParams(gmm_components=3, held_out=200), 0)[0])
+    held = samplers.held_out(fitted, x_train, Path("sampler.pt"))
+    q = quality.evaluate(vae, fitted, digits, data["train"], data["test"], raw, "none", p, torch.Generator().manual_seed(0),
+                         temperature=0.5, x_held_out=held)
+    f_test, _ = classifier.predict(digits, classifier.scale_pixels(raw["x_test"]))
+    assert q["floor"] == quality.floor(vae, digits, x_train[800:], f_test, "none", p) and q["floor"]["n"] == 200
+    assert q["floor"] != quality.floor(vae, digits, x_train[:200], f_test, "none", p)  # not digits the fit saw
+    gmm = q["samplers"]["gmm"]
+    drawn = quality.generate(vae, samplers.get(vae, fitted, "gmm"), 200, "none", torch.Generator().manual_seed(0), 0.5)
+    assert gmm["temperature"] == 0.5 and gmm["samples"] == quality.sample_quality(digits, drawn, f_test, p)[0]
+    assert gmm["floor_gap_fid"] == gmm["samples"]["fid"] - q["floor"]["fid"]
+    fids = {"prior": q["samples"]["fid"], "gmm": gmm["samples"]["fid"]}
+    assert quality.sampler_fids(q) == (fids, {"prior": 1.0, "gmm": 0.5})
+    best = quality.best(q)
+    assert best["sampler"] == min(fids, key=fids.get) and best["fid"] == min(fids.values())
+    for prior_fid, winner in ((1e9, "gmm"), (0.0, "prior")):  # whichever is lower, whatever its name
+        q["samples"] = {**q["samples"], "fid": prior_fid}
+        assert quality.best(q)["sampler"] == winner
+    assert quality.best(q) == {"sampler": "prior", "temperature": 1.0, "fid": 0.0, "precision": q["samples"]["precision"],
+                               "recall": q["samples"]["recall"], "floor_gap_fid": -q["floor"]["fid"]}

@@ -33,12 +33,11 @@ HEADLINE: dict[str, Number] = {
     "test_bpd": Number(EVAL, "test.bpd", optional=True),     # bits per dimension (dequantize.mode uniform only)
     "active_units": Number(EVAL, "posterior.active_units"),
     "sample_fid": Number(EVAL, "quality.samples.fid"),       # prior samples vs test digits, classifier features
-    "sample_precision": Number(EVAL, "quality.samples.precision"),
-    "sample_recall": Number(EVAL, "quality.samples.recall"),
-    # the fitted sampler's samples (docs/samplers.md); absent when sampler.names is empty
-    "gmm_sample_fid": Number(EVAL, "quality.samplers.gmm.samples.fid", optional=True),
-    "gmm_sample_precision": Number(EVAL, "quality.samplers.gmm.samples.precision", optional=True),
-    "gmm_sample_recall": Number(EVAL, "quality.samplers.gmm.samples.recall", optional=True),
+    # the best sampler's samples: the lowest FID among the prior and the fitted samplers (docs/samplers.md)
+    "best_sample_fid": Number(EVAL, "quality.best.fid"),
+    "best_sample_precision": Number(EVAL, "quality.best.precision"),
+    "best_sample_recall": Number(EVAL, "quality.best.recall"),
+    "decoder_floor_fid": Number(EVAL, "quality.floor.fid"),  # decoded mu(x) of the held-out training digits
     "reconstruction_fid": Number(EVAL, "quality.reconstructions.fid"),
     "reconstruction_accuracy": Number(EVAL, "quality.reconstructions.accuracy"),
     "probe_accuracy": Number(EVAL, "quality.probe.test_accuracy"),  # linear probe on the encodings

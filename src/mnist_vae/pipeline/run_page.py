@@ -37,6 +37,9 @@ SECTIONS = [
     ("eval", r"quality\.probe\.(.+)", r"representation/probe_\1"),
     ("eval", r"quality\.(?:samples|class_coverage)\.(.+)", r"samples/prior/\1"),
     ("eval", r"quality\.samplers\.([^.]+)\.(?:samples|class_coverage)\.(.+)", r"samples/\1/\2"),
+    ("eval", r"quality\.samplers\.([^.]+)\.(temperature|floor_gap_fid)", r"samples/\1/\2"),
+    ("eval", r"quality\.best\.(.+)", r"samples/best/\1"),
+    ("eval", r"quality\.floor\.(.+)", r"floor/\1"),
     ("eval", r"quality\.code_log_density\.n", r"samples/test_codes"),
     ("eval", r"quality\.code_log_density\.([^.]+)", r"samples/\1/test_code_log_density"),
     ("eval", r"quality\.(reconstructions|reference)\.(.+)", r"\1/\2"),
@@ -47,7 +50,7 @@ SECTIONS = [
     ("train", r"(.+)", r"training/\1"),  # (the keys the curves have are not logged again: tracking.py)
     ("classifier", r"(.+)", r"classifier/\1"),
     ("sampler", r"samplers\.([^.]+)\.(.+)", r"samplers/\1/\2"),
-    ("sampler", r"(encode|stage)_time", r"time/sampler_\1"),
+    ("sampler", r"(encode|stage|stage_cpu)_time", r"time/sampler_\1"),
     ("sampler", r"(.+)", r"samplers/\1"),
 ]
 CURVES = "training"  # the section of the per-epoch curves (the headline numbers keep their names: no section)

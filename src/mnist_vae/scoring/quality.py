@@ -9,6 +9,10 @@ These numbers compare across likelihoods, objectives and beta, where the ELBO do
 - **class coverage** of the samples (histogram of predicted digits, entropy, KL from uniform, mean
   classifier confidence);
 - **reconstruction accuracy** (the classifier's accuracy on reconstructed test digits);
+- **the decoder's floor**: FID, precision and recall of the decoded codes mu(x) of the training digits the
+  fitted samplers never saw (samplers.held_out), what a perfect sampler of these codes would score; each
+  sampler's FID above it is its `floor_gap_fid`;
+- **the best sampler**: the prior or the fitted sampler with the lowest sample FID (samplers/choice.py);
 - **linear probe**: multinomial logistic regression from mu(x) to the digit, fitted on training
   encodings, scored on test encodings.
 
@@ -33,6 +37,7 @@ from mnist_vae.errors import UserError
 from mnist_vae.scoring import classifier as clf
 from mnist_vae.vae import samplers
 from mnist_vae.vae.evaluation import encode_all
+from mnist_vae.vae.samplers import choice
 
 N_CLASSES = clf.N_CLASSES
 
@@ -194,10 +199,11 @@ def reference(classifier, train_pixels: np.ndarray, f_test: torch.Tensor, p) -> 
 
 
 @torch.no_grad()
-def generate(model, sampler: samplers.Sampler, n: int, mode: str, generator: torch.Generator) -> torch.Tensor:
-    """n samples as classifier inputs: decoder means of z drawn from `sampler` (samplers.get), on the
-    pixel / 255 scale."""
-    z = sampler.draw(n, generator)
+def generate(model, sampler: samplers.Sampler, n: int, mode: str, generator: torch.Generator,
+             temperature: float = 1.0) -> torch.Tensor:
+    """n samples as classifier inputs: decoder means of z drawn from `sampler` (samplers.get) at `temperature`,
+    on the pixel / 255 scale."""
+    z = sampler.draw(n, generator, temperature)
     return to_pixel_scale(model.mean(model.decode(z)).cpu().float(), mode)
 
 
@@ -208,15 +214,24 @@ def sample_quality(classifier, images: torch.Tensor, f_test: torch.Tensor, p) ->
     return scores, class_coverage(p_samples)
 
 
+def floor(model, classifier, x_held_out: torch.Tensor, f_test: torch.Tensor, mode: str, p) -> dict:
+    """The decoder's floor: the decoded mu(x) of training digits no sampler was fitted to, scored as samples."""
+    images = to_pixel_scale(reconstruct(model, x_held_out), mode)
+    return sample_quality(classifier, images, f_test, p)[0]
+
+
 def evaluate(model, fitted: Optional[samplers.Fitted], classifier, train: dict, test: dict,
-             raw: dict[str, np.ndarray], mode: str, p, generator: torch.Generator, sampler_seed: int = 0) -> dict:
+             raw: dict[str, np.ndarray], mode: str, p, generator: torch.Generator, sampler_seed: int = 0,
+             temperature: float = 1.0, x_held_out: Optional[torch.Tensor] = None) -> dict:
     """Everything under `quality` in metrics/eval.json.
 
     train, test: the VAE's inputs (data/processed: tensors x (N, 784) on the model's device, labels y);
     raw: data/raw/mnist.npz's uint8 x_train and x_test, the real digits as the classifier sees them;
     mode: the dequantization the VAE was trained on (for `to_pixel_scale`).
     The prior's samples come from `generator`; each of the model's `fitted` samplers is scored the same
-    way under `samplers.<name>`, its draws from a generator seeded with `sampler_seed`.
+    way under `samplers.<name>`, its draws at `temperature` from a generator seeded with `sampler_seed`; with
+    `x_held_out` (the training digits the fit held out: samplers.held_out) the decoder's `floor` is scored on
+    them, and each sampler's FID above it.
     """
     y_test = torch.as_tensor(test["y"]).long()
     f_test, _ = clf.predict(classifier, clf.scale_pixels(raw["x_test"]))
@@ -224,26 +239,49 @@ def evaluate(model, fitted: Optional[samplers.Fitted], classifier, train: dict, 
         raise UserError(f"{len(y_test)} processed test digits but {len(f_test)} raw ones: the processed data are "
                         "not from these raw digits")
 
-    def scored(name: str, g: torch.Generator) -> tuple[dict, dict]:
-        return sample_quality(classifier, generate(model, samplers.get(model, fitted, name), p.n_samples, mode, g),
-                              f_test, p)
+    def scored(name: str, g: torch.Generator, t: float) -> dict:
+        images = generate(model, samplers.get(model, fitted, name), p.n_samples, mode, g, t)
+        return dict(zip(("samples", "class_coverage"), sample_quality(classifier, images, f_test, p)))
 
-    prior_scores, prior_coverage = scored(samplers.PRIOR, generator)
+    prior = scored(samplers.PRIOR, generator, 1.0)
     f_recon, p_recon = clf.predict(classifier, to_pixel_scale(reconstruct(model, test["x"]), mode))
 
     n_probe = p.probe_examples or len(train["x"])
     mu_train, _ = encode_all(model, train["x"][:n_probe])
     mu_test, _ = encode_all(model, test["x"])
-
-    return {
-        "samples": prior_scores,
+    out = {
+        "samples": prior["samples"],
         "reconstructions": {"fid": fid(f_recon, f_test),
                             "accuracy": float((p_recon.argmax(1) == y_test).double().mean())},
         "reference": reference(classifier, raw["x_train"], f_test, p),
-        "class_coverage": prior_coverage,
+        "class_coverage": prior["class_coverage"],
         "probe": {**linear_probe(mu_train.cpu(), train["y"][:n_probe], mu_test.cpu(), y_test,
                                  p.probe_l2, p.probe_max_iter), "n_train": n_probe},
         "k": p.k, "n_test": len(f_test),
-        "samplers": {name: dict(zip(("samples", "class_coverage"), scored(name, torch.Generator().manual_seed(sampler_seed))))
-                     for name in (fitted.names if fitted else [])},
+        "samplers": {name: {**scored(name, torch.Generator().manual_seed(sampler_seed), temperature),
+                            "temperature": temperature} for name in (fitted.names if fitted else [])},
     }
+    if x_held_out is not None:
+        out["floor"] = floor(model, classifier, x_held_out, f_test, mode, p)
+        for scores in out["samplers"].values():
+            scores["floor_gap_fid"] = scores["samples"]["fid"] - out["floor"]["fid"]
+    return out
+
+
+def sampler_fids(q: dict) -> tuple[dict[str, float], dict[str, float]]:
+    """The sample FID and the temperature of every sampler scored in the `quality` block q, prior first."""
+    fids = {samplers.PRIOR: q["samples"]["fid"], **{n: s["samples"]["fid"] for n, s in q["samplers"].items()}}
+    return fids, {samplers.PRIOR: 1.0, **{n: s["temperature"] for n, s in q["samplers"].items()}}
+
+
+def best(q: dict) -> dict:
+    """`quality.best` of metrics/eval.json: the sampler with the lowest sample FID in the `quality` block q
+    (samplers.choice.best), its temperature and scores, and its FID above the decoder's floor."""
+    fids, temperatures = sampler_fids(q)
+    name = choice.best(fids)
+    s = q["samples"] if name == samplers.PRIOR else q["samplers"][name]["samples"]
+    out = {"sampler": name, "temperature": temperatures[name], "fid": s["fid"], "precision": s["precision"],
+           "recall": s["recall"]}
+    if "floor" in q:
+        out["floor_gap_fid"] = s["fid"] - q["floor"]["fid"]
+    return out
