@@ -19,6 +19,7 @@ def result(params) -> Result:
                    Path("metrics/classifier.json"): "", Path("metrics/sampler.json"): "",
                    Path("metrics/headline.json"): "",
                    Path("models/vae.pt"): "checkpoint", Path("models/sampler.pt"): "checkpoint",
+                   Path("models/best_sampler.json"): "checkpoint",
                    Path("reports/figures"): "figures", Path("reports/progress"): "progress",
                    Path("reports/explorer.html"): ""},
         checkpoint=Path("models/vae.pt"),

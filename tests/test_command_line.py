@@ -19,6 +19,7 @@ from mnist_vae import command_line as command
 from mnist_vae import load, preprocess
 from mnist_vae.api import tasks as inference
 from mnist_vae.api.images import read_digit
+from mnist_vae.vae.samplers import choice
 
 SUBCOMMANDS = ("sample", "reconstruct", "encode", "decode", "interpolate", "traverse", "info")
 
@@ -107,17 +108,46 @@ def test_sample_writes_the_api_samples_as_npy_and_a_png_grid(project, vae, cli, 
     assert image.format == "PNG" and image.size == (3 * (3 * 28 + 4), 3 * (2 * 28 + 2))  # 3 columns, 2 rows, 3x
 
 
+def test_sample_draws_from_the_recorded_best_sampler_and_says_so(project, vae, cli, shell):
+    proc = shell("sample", "-n", 5, "--seed", 2, "-o", "best.npy")
+    assert "mnist-vae: sampler gmm: the model's best, the lowest sample FID evaluate recorded, 54.0; prior 85.0" in proc.stderr
+    assert "5 samples from the sampler gmm, seed 2, temperature 1" in proc.stderr
+    best = np.load(project / "best.npy")
+    assert np.array_equal(best, inference.sample(vae, 5, seed=2, sampler="gmm").numpy())
+    prior = shell("sample", "-n", 5, "--seed", 2, "--sampler", "prior", "-o", "prior.npy")
+    assert "from the sampler prior" in prior.stderr and "the model's best" not in prior.stderr
+    assert np.array_equal(np.load(project / "prior.npy"), inference.sample(vae, 5, seed=2, sampler="prior").numpy())
+    assert not np.array_equal(np.load(project / "prior.npy"), best)
+    info = json.loads(shell("info").stdout)["samplers"]
+    assert info["available"] == ["prior", "gmm"] and info["default"] == "gmm" and info["held_out"] == 200
+
+
+def test_the_default_temperature_is_the_one_evaluate_scored_the_sampler_at(project, vae, cli, shell):
+    fitted = project / "models" / "sampler.pt"
+    choice.record(project / "models" / "best_sampler.json", {"prior": 85.0, "gmm": 50.0}, {"prior": 1.0, "gmm": 0.8},
+                  project / "models" / "vae.pt", fitted)
+    proc = shell("sample", "-n", 5, "--seed", 2, "-o", "cold.npy")
+    assert "5 samples from the sampler gmm, seed 2, temperature 0.8" in proc.stderr
+    assert np.array_equal(np.load(project / "cold.npy"), inference.sample(vae, 5, seed=2, temperature=0.8, sampler="gmm").numpy())
+    proc = shell("sample", "-n", 5, "--seed", 2, "--temperature", 1, "-o", "warm.npy")
+    assert np.array_equal(np.load(project / "warm.npy"), inference.sample(vae, 5, seed=2, temperature=1.0, sampler="gmm").numpy())
+    proc = shell("sample", "-n", 5, "--seed", 2, "--sampler", "prior", "-o", "prior.npy")
+    assert "from the sampler prior, seed 2, temperature 1" in proc.stderr
+
+
 def test_sample_takes_the_fitted_sampler_and_says_when_the_model_has_none(project, vae, cli, shell):
     proc = shell("sample", "-n", 5, "--seed", 2, "--sampler", "gmm", "-o", "g.npy")
     assert "from the sampler gmm" in proc.stderr
     gmm = np.load(project / "g.npy")
     assert np.array_equal(gmm, inference.sample(vae, 5, seed=2, sampler="gmm").numpy())
-    assert not np.array_equal(gmm, inference.sample(vae, 5, seed=2).numpy())
-    assert json.loads(shell("info").stdout)["samplers"]["available"] == ["prior", "gmm"]
+    assert not np.array_equal(gmm, inference.sample(vae, 5, seed=2, sampler="prior").numpy())
     (project / "models" / "sampler.pt").unlink()
     proc = shell("sample", "-n", 5, "--seed", 2, "--sampler", "gmm", "-o", "p.npy")
     assert "no fitted sampler 'gmm'" in proc.stderr and "sampling from the prior" in proc.stderr
-    assert np.array_equal(np.load(project / "p.npy"), inference.sample(vae, 5, seed=2).numpy())
+    assert np.array_equal(np.load(project / "p.npy"), inference.sample(vae, 5, seed=2, sampler="prior").numpy())
+    proc = shell("sample", "-n", 5, "--seed", 2, "-o", "d.npy")  # no samplers: the prior is the only one
+    assert np.array_equal(np.load(project / "d.npy"), np.load(project / "p.npy"))
+    assert "from the sampler prior" in proc.stderr
 
 
 def test_a_vampprior_checkpoint_samples_from_its_prior_and_info_names_it(project, cli, capsys):
@@ -127,6 +157,8 @@ def test_a_vampprior_checkpoint_samples_from_its_prior_and_info_names_it(project
     torch.manual_seed(0)
     vamp = VAE(ModelParams(hidden_dims=[16], latent_dim=4, prior="vamp", vamp_components=6)).eval()
     save_checkpoint(project / "models" / "vae.pt", vamp)
+    for name in ("sampler.pt", "best_sampler.json"):  # a checkpoint alone: its prior is its one sampler
+        (project / "models" / name).unlink()
     cli("sample", "-n", 5, "--seed", 2, "-o", "s.npy")
     with torch.no_grad():
         expected = vamp.mean(vamp.decode(vamp.sample_prior(5, torch.Generator().manual_seed(2))))
@@ -229,7 +261,28 @@ BAD = {
                         "unknown sampler 'flow'; this model has: prior, gmm"),
     "stale sampler": (["sample", "--sampler", "gmm", "-o", "out.png"], lambda project: _refit_elsewhere(project),
                       "was fitted to another checkpoint"),
+    "stale sampler, default": (["sample", "-o", "out.png"], lambda project: _refit_elsewhere(project),
+                               "was fitted to another checkpoint"),
+    "older sampler format": (["sample", "-o", "out.png"], lambda project: _old_format(project),
+                             "holds samplers in format 1 (another mnist-vae); this version reads format 2: fit them "
+                             "again; rerun `dvc repro sampler`"),
+    "stale choice": (["sample", "-o", "out.png"], lambda project: _choose_elsewhere(project),
+                     "best_sampler.json was chosen for another checkpoint or samplers file"),
 }
+
+
+def _old_format(project):
+    """models/sampler.pt as the previous version wrote it, and the dvc.yaml that names its stage."""
+    state = torch.load(project / "models" / "sampler.pt", weights_only=True)
+    torch.save({k: v for k, v in state.items() if k not in ("n_train", "held_out_start")} | {"format": 1},
+               project / "models" / "sampler.pt")
+    shutil.copy(REPO_ROOT / "dvc.yaml", project / "dvc.yaml")
+
+
+def _choose_elsewhere(project):
+    """models/best_sampler.json as if chosen for another samplers file."""
+    tree = json.loads((project / "models" / "best_sampler.json").read_text())
+    (project / "models" / "best_sampler.json").write_text(json.dumps({**tree, "samplers_sha256": "f" * 64}))
 
 
 def _refit_elsewhere(project):
@@ -268,8 +321,10 @@ def test_the_console_script_fails_the_same_way(project):
 @pytest.mark.process
 def test_models_from_an_mlflow_run_and_the_registry(project, registered_vae, vae):
     env = registered_vae.env
-    run("sample", "-n", 4, "--seed", 1, "--model", f"runs:/{registered_vae.run_id}/vae-mlp-bernoulli-z4", "-o", "m.npy", cwd=project, env=env)
-    assert np.array_equal(np.load(project / "m.npy"), inference.sample(vae, 4, seed=1).numpy())
+    proc = run("sample", "-n", 4, "--seed", 1, "--model", f"runs:/{registered_vae.run_id}/vae-mlp-bernoulli-z4", "-o", "m.npy",
+               cwd=project, env=env)  # the best sampler travels with the logged model too
+    assert np.array_equal(np.load(project / "m.npy"), inference.sample(vae, 4, seed=1, sampler="gmm").numpy())
+    assert "sampler gmm: the model's best" in proc.stderr
     run("sample", "-n", 4, "--seed", 1, "--sampler", "gmm", "--model", f"models:/mnist-vae/{registered_vae.version}",
         "-o", "g.npy", cwd=project, env=env)  # the samplers travel with the logged model
     assert np.array_equal(np.load(project / "g.npy"), inference.sample(vae, 4, seed=1, sampler="gmm").numpy())

@@ -1,7 +1,8 @@
 """Loading a trained model (api/loading.py): its dequantization mode from dvc.lock or params.yaml, its fitted
-samplers from beside it, one-line errors; and what `info` says of it (api/info.py)."""
+samplers and its best sampler from beside it, one-line errors; and what `info` says of it (api/info.py)."""
 
 import hashlib
+import json
 import shutil
 
 import pytest
@@ -11,10 +12,11 @@ from mnist_vae import load
 from mnist_vae.api import tasks as inference
 from mnist_vae.api.info import describe
 from mnist_vae.api.loaded import LoadedModel
-from mnist_vae.errors import UserError
+from mnist_vae.errors import FileProblem, UserError
 from mnist_vae.params import ModelParams
 from mnist_vae.vae import samplers
 from mnist_vae.vae.model import VAE, save_checkpoint
+from mnist_vae.vae.samplers import choice
 
 
 @pytest.fixture
@@ -76,20 +78,56 @@ def test_sample_draws_from_the_checkpoints_fitted_sampler_and_falls_back_with_a_
     gmm = inference.sample(model, 6, seed=3, sampler="gmm")
     z = model.sampler("gmm").draw(6, torch.Generator().manual_seed(3))
     assert torch.equal(gmm, inference.decode(model, z)) and torch.equal(gmm, inference.sample(model, 6, seed=3, sampler="gmm"))
-    assert not torch.equal(gmm, inference.sample(model, 6, seed=3))
-    assert describe(model)["samplers"] == {"available": ["prior", "gmm"], "fit_on": "mu", "n_codes": 1000,
-                                                     "components": {"gmm": 5}}
+    assert not torch.equal(gmm, inference.sample(model, 6, seed=3, sampler="prior"))
+    assert describe(model)["samplers"] == {
+        "available": ["prior", "gmm"], "default": "gmm", "default_temperature": 1.0,
+        "why": "the lowest sample FID evaluate recorded, 54.0; prior 85.0", "fid": {"prior": 85.0, "gmm": 54.0},
+        "temperatures": {"prior": 1.0, "gmm": 1.0}, "fit_on": "mu", "n_codes": 800, "held_out": 200,
+        "components": {"gmm": 5}}
     with pytest.raises(UserError, match="unknown sampler 'flow'; this model has: prior, gmm"):
         inference.sample(model, 2, sampler="flow")
     bare = tmp_path / "bare"
     (bare / "models").mkdir(parents=True)
     shutil.copy(small_vae_project / "models" / "vae.pt", bare / "models" / "vae.pt")
     model = load(bare / "models" / "vae.pt", dequantize="none")
+    assert model.default_sampler == "prior"
     with pytest.warns(UserWarning, match="no fitted sampler 'gmm'.*sampling from the prior"):
         fallback = inference.sample(model, 3, seed=1, sampler="gmm")
     assert torch.equal(fallback, inference.sample(model, 3, seed=1))
     (bare / "models" / "sampler.pt").write_bytes(b"garbage")  # corrupt: no fallback, one line
     model = load(bare / "models" / "vae.pt", dequantize="none")
-    assert torch.equal(inference.sample(model, 3, seed=1), fallback)  # the prior still samples
-    with pytest.raises(UserError, match="not a readable sampler file"):
-        inference.sample(model, 3, seed=1, sampler="gmm")
+    assert torch.equal(inference.sample(model, 3, seed=1, sampler="prior"), fallback)  # the prior still samples
+    for asked in ("gmm", None):
+        with pytest.raises(UserError, match="not a readable sampler file"):
+            inference.sample(model, 3, seed=1, sampler=asked)
+
+
+def test_the_default_sampler_is_the_recorded_best_and_the_prior_stays_one_name_away(small_vae_project, tmp_path):
+    model = load(small_vae_project / "models" / "vae.pt")
+    assert model.default_sampler == "gmm" and model.choice.sampler == "gmm"
+    assert torch.equal(inference.sample(model, 6, seed=3), inference.sample(model, 6, seed=3, sampler="gmm"))
+    prior = inference.sample(model, 6, seed=3, sampler="prior")
+    assert torch.equal(prior, inference.decode(model, model.vae.sample_prior(6, torch.Generator().manual_seed(3))))
+    # another choice, the prior's: the default follows the file
+    root = tmp_path / "project"
+    shutil.copytree(small_vae_project, root)
+    choice.record(root / "models" / "best_sampler.json", {"prior": 40.0, "gmm": 54.0}, {"prior": 1.0, "gmm": 1.0},
+                  root / "models" / "vae.pt", root / "models" / "sampler.pt")
+    model = load(root / "models" / "vae.pt")
+    assert model.default_sampler == "prior" and torch.equal(inference.sample(model, 6, seed=3), prior)
+    assert inference.resolve_sampler(model) == ("prior", 1.0, "sampler prior: the model's best, the lowest sample FID "
+                                                               "evaluate recorded, 40.0; gmm 54.0")
+    # a choice made for other samplers is refused when the default needs it, and only then
+    tree = json.loads((root / "models" / "best_sampler.json").read_text())
+    (root / "models" / "best_sampler.json").write_text(json.dumps({**tree, "samplers_sha256": "0" * 64}))
+    model = load(root / "models" / "vae.pt")
+    assert model.choice is None and torch.equal(inference.sample(model, 6, seed=3, sampler="prior"), prior)
+    with pytest.raises(FileProblem, match="best_sampler.json was chosen for another checkpoint or samplers file") as info:
+        inference.sample(model, 6, seed=3)
+    assert info.value.problem == "stale" and info.value.path == root / "models" / "best_sampler.json"
+    (root / "models" / "best_sampler.json").write_text("{not json")
+    with pytest.raises(FileProblem, match="best_sampler.json is unreadable"):
+        inference.sample(load(root / "models" / "vae.pt"), 6, seed=3)
+    (root / "models" / "best_sampler.json").unlink()  # none recorded: the prior, and the command says why
+    model = load(root / "models" / "vae.pt")
+    assert inference.resolve_sampler(model) == ("prior", 1.0, "sampler prior: no best sampler recorded beside the model")

@@ -39,7 +39,7 @@ def pixels(small_vae_project):
 def saved(small_vae_project, vae, tmp_path_factory):
     path = tmp_path_factory.mktemp("saved") / "model"
     models = small_vae_project / "models"
-    serving.save(path, models / "vae.pt", models / "sampler.pt", vae.dequantize)
+    serving.save(path, models / "vae.pt", models / "sampler.pt", vae.dequantize, models / "best_sampler.json")
     return path
 
 
@@ -48,8 +48,9 @@ def expected(vae, pixels) -> dict:
     x = preprocess(pixels, vae.dequantize)
     mu, logvar = inference.encode(vae, x)
     return {
-        "sample": inference.sample(vae, 5, seed=7, temperature=0.8).numpy(),
+        "sample": inference.sample(vae, 5, seed=7, temperature=0.8, sampler="gmm").numpy(),  # the recorded best
         "sample_gmm": inference.sample(vae, 5, seed=7, sampler="gmm").numpy(),
+        "sample_prior": inference.sample(vae, 5, seed=7, sampler="prior").numpy(),
         "encode": {"mu": mu.numpy(), "logvar": logvar.numpy()},
         "decode": inference.decode(vae, mu).numpy(),
         "reconstruct": inference.reconstruct(vae, x).numpy(),
@@ -61,6 +62,7 @@ def requests(vae, pixels) -> dict:
     return {
         "sample": ([[0]], {"task": "sample", "n": 5, "seed": 7, "temperature": 0.8}),
         "sample_gmm": ([[0]], {"task": "sample", "n": 5, "seed": 7, "sampler": "gmm"}),
+        "sample_prior": ([[0]], {"task": "sample", "n": 5, "seed": 7, "sampler": "prior"}),
         "encode": (pixels.tolist(), {"task": "encode"}),
         "decode": (mu.tolist(), {"task": "decode"}),
         "reconstruct": (pixels.tolist(), {"task": "reconstruct"}),
@@ -83,7 +85,7 @@ def test_the_saved_model_is_a_signed_pyfunc_that_answers_as_the_local_api(saved,
     meta = pyfunc.metadata
     assert "model_code_path" in meta.flavors["python_function"]  # MLflow's models-from-code: no pickled model
     assert {p.name: p.default for p in meta.signature.params.params} == {"task": "reconstruct", "n": 1, "seed": 0,
-                                                                         "temperature": 1.0, "sampler": "prior"}
+                                                                         "temperature": None, "sampler": None}
     assert meta.metadata == {"mnist_vae_format": 2, "dequantize_mode": "uniform"}
     want = expected(vae, pixels)
     for task, (inputs, params) in requests(vae, pixels).items():
@@ -105,12 +107,23 @@ def test_the_pyfunc_answers_each_task_as_the_local_api_and_bad_requests_in_one_l
         assert_same(served.predict(None, np.asarray(inputs, np.float64), params=params), want[task], task)
 
 
+def test_a_sample_answer_names_its_sampler_in_the_log(vae, caplog):
+    served = serving.ServedVAE()
+    served.model = vae
+    with caplog.at_level("INFO", logger="mnist_vae.serving"):
+        served.predict(None, np.zeros((1, 1)), params={"task": "sample", "n": 3, "seed": 1})
+        served.predict(None, np.zeros((1, 1)), params={"task": "sample", "n": 2, "seed": 1, "sampler": "prior"})
+    assert [r.getMessage() for r in caplog.records] == [
+        "sample: 3 draws, seed 1, from the sampler gmm at temperature 1 (the model's default)",
+        "sample: 2 draws, seed 1, from the sampler prior at temperature 1"]
+
+
 @pytest.mark.mlflow
 def test_the_model_carries_the_code_it_runs_and_nothing_more(saved):
     code = saved / "code" / "mnist_vae"
     shipped = sorted(str(p.relative_to(code)) for p in code.rglob("*.py"))
     assert shipped == sorted(serving.SERVED_MODULES)
-    assert sorted(p.name for p in (saved / "artifacts").iterdir()) == ["sampler.pt", "settings.json", "vae.pt"]
+    assert sorted(p.name for p in (saved / "artifacts").iterdir()) == ["best_sampler.json", "sampler.pt", "settings.json", "vae.pt"]
     assert not list(saved.rglob("*.pkl")) and not list(saved.rglob("*.pth"))
 
 

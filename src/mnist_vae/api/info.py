@@ -61,12 +61,18 @@ def _project_numbers(model: LoadedModel) -> dict[str, Any]:
 
 
 def _describe_samplers(model: LoadedModel) -> dict[str, Any]:
-    """The samplers `sample --sampler` takes, and what the fitted ones were fitted to."""
-    out: dict[str, Any] = {"available": samplers.available(model.samplers)}
+    """The samplers `sample --sampler` takes, the one it takes by default and why, and what the fitted ones
+    were fitted to."""
+    out: dict[str, Any] = {"available": samplers.available(model.samplers), "default": model.default_sampler}
+    if model.choice:
+        out.update({"default_temperature": model.choice.temperature, "why": model.choice.reason(),
+                    "fid": model.choice.fid, "temperatures": model.choice.temperatures})
     if model.samplers:
         state = model.samplers.state
         out.update({"fit_on": state["fit_on"], "n_codes": state["n_codes"],
+                    "held_out": state["n_train"] - state["held_out_start"],
                     "components": {name: len(s["weights"]) for name, s in state["samplers"].items()}})
-    elif model.sampler_problem:
-        out["note"] = model.sampler_problem
+    problems = [str(p) for p in (model.sampler_problem, model.choice_problem) if p]
+    if problems:
+        out["note"] = "; ".join(problems)
     return out

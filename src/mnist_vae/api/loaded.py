@@ -4,10 +4,14 @@ latent samplers fitted to it."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
+from mnist_vae.errors import UserError
 from mnist_vae.vae import samplers
 from mnist_vae.vae.model import VAE
+from mnist_vae.vae.samplers import choice
+from mnist_vae.vae.samplers.choice import Choice
 
 
 @dataclass
@@ -27,14 +31,18 @@ class LoadedModel:
 
     dequantize: the ``dequantize.mode`` it was trained with (preprocess's `mode`).
     samplers: the latent samplers fitted to it, or None; sampler_problem: why a samplers file found
-    beside it is not used (corrupt, fitted to another checkpoint), or None.
+    beside it is not used (corrupt, fitted to another checkpoint, another version's format), or None.
+    choice: its best sampler as evaluate recorded it (models/best_sampler.json beside the samplers, or the
+    logged model's copy), or None; choice_problem: why a choice file found is not used, or None.
     """
 
     vae: VAE
     dequantize: str
     origin: Origin
     samplers: Optional[samplers.Fitted] = None
-    sampler_problem: Optional[str] = None
+    sampler_problem: Optional[UserError] = None
+    choice: Optional[Choice] = None
+    choice_problem: Optional[UserError] = None
 
     @property
     def latent_dim(self) -> int:
@@ -45,6 +53,30 @@ class LoadedModel:
         """The model's params (mnist_vae.params.ModelParams)."""
         return self.vae.config
 
+    @property
+    def default_sampler(self) -> str:
+        """The sampler `sample` draws from when none is named: the best one evaluate recorded, else the prior."""
+        return self.choice.sampler if self.choice else samplers.PRIOR
+
     def sampler(self, name: str) -> samplers.Sampler:
         """The sampler `name` (samplers.available(self.samplers)) to draw z from."""
         return samplers.get(self.vae, self.samplers, name)
+
+
+def read_samplers(checkpoint: Path, sampler_file: Path, choice_file: Path) -> dict[str, Any]:
+    """The LoadedModel fields of a checkpoint's samplers and best-sampler choice (files that may be absent): a
+    file that is there but unusable is kept as its problem, raised only when sampling needs it."""
+    out: dict[str, Any] = {}
+    if not sampler_file.is_file():
+        return out
+    try:
+        out["samplers"] = samplers.load(sampler_file, checkpoint)
+    except UserError as exc:
+        out["sampler_problem"] = exc
+        return out
+    if choice_file.is_file():
+        try:
+            out["choice"] = choice.load(choice_file, checkpoint, sampler_file, samplers.available(out["samplers"]))
+        except UserError as exc:
+            out["choice_problem"] = exc
+    return out

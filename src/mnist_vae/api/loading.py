@@ -10,12 +10,13 @@ from typing import Optional, Union
 
 import yaml
 
-from mnist_vae.api.loaded import LoadedModel, Origin
+from mnist_vae.api.loaded import LoadedModel, Origin, read_samplers
 from mnist_vae.data.dequantize import MODES, check_mode
-from mnist_vae.errors import FileProblem, UserError, one_line
+from mnist_vae.errors import UserError, one_line
 from mnist_vae.params import DequantizeParams
 from mnist_vae.vae import samplers
 from mnist_vae.vae.model import load_checkpoint
+from mnist_vae.vae.samplers import choice
 
 DEFAULT_MODEL = "models/vae.pt"
 
@@ -26,7 +27,9 @@ def load(source: Union[str, os.PathLike] = DEFAULT_MODEL, dequantize: Optional[s
 
     Its dequantization mode is `dequantize` when given; otherwise the logged model's, or for a checkpoint
     the one of the ``dvc.lock`` entry that wrote it or of the ``params.yaml`` beside it. A checkpoint's
-    samplers are the ``sampler.pt`` beside it, when it was fitted to it; a logged model carries its own.
+    samplers are the ``sampler.pt`` beside it, when it was fitted to it, and its best sampler the
+    ``best_sampler.json`` beside that (what `sample` draws from when no sampler is named); a logged model
+    carries its own.
     """
     if dequantize is not None:
         check_mode(dequantize)
@@ -41,14 +44,9 @@ def load(source: Union[str, os.PathLike] = DEFAULT_MODEL, dequantize: Optional[s
 
 def _load_checkpoint(path: Path, dequantize: Optional[str]) -> LoadedModel:
     vae = load_checkpoint(path)
-    fitted, problem = None, None
-    if samplers.beside(path).is_file():
-        try:
-            fitted = samplers.load(samplers.beside(path), path)
-        except FileProblem as exc:
-            problem = str(exc)
     mode, where = (dequantize, "given") if dequantize else _checkpoint_mode(path)
-    return LoadedModel(vae, mode, Origin(uri=str(path), kind="checkpoint", dequantize_from=where), fitted, problem)
+    return LoadedModel(vae, mode, Origin(uri=str(path), kind="checkpoint", dequantize_from=where),
+                       **read_samplers(path, samplers.beside(path), choice.beside(path)))
 
 
 def project_dir(checkpoint: Path) -> Optional[Path]:
@@ -120,7 +118,8 @@ def _load_mlflow(uri: str, dequantize: Optional[str]) -> LoadedModel:
     mode, found = (dequantize, "given") if dequantize else (logged.dequantize, f"the logged model ({uri})")
     origin = Origin(uri=uri, kind="mlflow", dequantize_from=found, run_id=info.run_id,
                     details={"tracking_uri": where, "params": params, "metrics": metrics})
-    return LoadedModel(logged.vae, mode, origin, logged.samplers)
+    return LoadedModel(logged.vae, mode, origin, logged.samplers, logged.sampler_problem, logged.choice,
+                       logged.choice_problem)
 
 
 def _run_data(mlflow, run_id: Optional[str]) -> tuple[dict[str, str], dict[str, float]]:

@@ -103,34 +103,51 @@ def _inputs(model: LoadedModel, x) -> torch.Tensor:
     return x.to(_device(model))
 
 
-def resolve_sampler(model: LoadedModel, name: str) -> tuple[str, Optional[str]]:
-    """The sampler to draw from when `name` is asked for, and a note when it is not `name`.
+def resolve_sampler(model: LoadedModel, name: Optional[str] = None,
+                    temperature: Optional[float] = None) -> tuple[str, float, Optional[str]]:
+    """The sampler and temperature to draw from when `name` and `temperature` are asked for (None: the model's
+    defaults), and a note saying why when that is not simply what was asked.
 
-    A model without fitted samplers draws from the prior when asked for a fitted kind, and says so; a
-    samplers file that is corrupt or from another checkpoint, or a name the model does not have, is a
-    UserError naming the samplers it has."""
+    No name: the model's best sampler as evaluate recorded it (model.choice), else the prior. No temperature:
+    the one evaluate scored that sampler at (the prior's is 1), else 1. A model without fitted samplers draws
+    from the prior when asked for a fitted kind, and says so; a samplers or choice file that is corrupt, stale
+    or from another version, when the answer needs it, or a name the model does not have, is a UserError."""
     names = samplers.available(model.samplers)
-    if name in names:
-        return name, None
-    if name in samplers.KINDS and model.sampler_problem:
-        raise UserError(model.sampler_problem)
-    if name in samplers.KINDS and model.samplers is None:
-        return samplers.PRIOR, f"this model has no fitted sampler {name!r}; sampling from the prior"
-    raise UserError(f"unknown sampler {name!r}; this model has: {', '.join(names)}")
+    note = None
+    if name is None:
+        for problem in (model.sampler_problem, model.choice_problem):
+            if problem:
+                raise problem
+        name = model.default_sampler
+        note = (f"sampler {name}: the model's best, {model.choice.reason()}" if model.choice else
+                f"sampler {name}: no best sampler recorded beside the model" if model.samplers else None)
+    elif name not in names:
+        if name in samplers.KINDS and model.sampler_problem:
+            raise model.sampler_problem
+        if name not in samplers.KINDS or model.samplers is not None:
+            raise UserError(f"unknown sampler {name!r}; this model has: {', '.join(names)}")
+        name, note = samplers.PRIOR, f"this model has no fitted sampler {name!r}; sampling from the prior"
+    if temperature is None:
+        temperature = model.choice.temperature_of(name) if model.choice else 1.0
+    if not (temperature >= 0 and math.isfinite(temperature)):
+        raise UserError(f"the temperature must be a finite number >= 0, got {temperature}")
+    return name, temperature, note
 
 
 @torch.no_grad()
-def sample(model: LoadedModel, n: int, seed: int = 0, temperature: float = 1.0, sampler: str = samplers.PRIOR) -> torch.Tensor:
-    """n decoder means E[x|z], (n, 784) float32 in [0, 1] on the CPU, of z drawn from `sampler` with a CPU
-    generator seeded with `seed`: the model's prior ("prior", z = T * model.sample_prior) or a fitted
-    sampler of the model (samplers.available(model.samplers)), whose spread T scales the same way.
-    A model without fitted samplers asked for one samples from the prior and warns (UserWarning)."""
+def sample(model: LoadedModel, n: int, seed: int = 0, temperature: Optional[float] = None,
+           sampler: Optional[str] = None) -> torch.Tensor:
+    """n decoder means E[x|z], (n, 784) float32 in [0, 1] on the CPU, of z drawn with a CPU generator seeded
+    with `seed` from `sampler`: the model's prior ("prior", z = T * model.sample_prior), a fitted sampler of
+    the model (samplers.available(model.samplers)), whose spread T scales the same way, or, when None, the
+    model's best one (``model.default_sampler``, which evaluate chose by sample FID). `temperature` None is
+    the one evaluate scored that sampler at (resolve_sampler). A model without fitted samplers asked for one
+    samples from the prior and warns (UserWarning)."""
     if n < 1:
         raise UserError(f"the number of samples must be at least 1, got {n}")
-    if not (temperature >= 0 and math.isfinite(temperature)):
-        raise UserError(f"the temperature must be a finite number >= 0, got {temperature}")
-    name, note = resolve_sampler(model, sampler)
-    if note:
+    asked = sampler
+    name, temperature, note = resolve_sampler(model, sampler, temperature)
+    if note and asked is not None:  # asked for a sampler it does not have; the default's note is only news to a reader
         warnings.warn(note, UserWarning, stacklevel=2)
     g = torch.Generator().manual_seed(int(seed))
     return decode(model, model.sampler(name).draw(n, g, temperature))

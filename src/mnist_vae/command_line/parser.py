@@ -7,7 +7,6 @@ import argparse
 from mnist_vae.api import loading
 from mnist_vae.command_line.output import PROG
 from mnist_vae.data.dequantize import MODES as DEQUANTIZE_MODES
-from mnist_vae.vae import samplers
 
 
 class Parser(argparse.ArgumentParser):
@@ -45,16 +44,20 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help_, description=help_, parents=[common], epilog=epilog,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
 
-    p = add("sample", "decode draws of z from the prior, or from a sampler fitted to the training digits' codes, into images",
-            "examples: mnist-vae sample -n 64 --seed 0 -o samples.png\n"
-            "          mnist-vae sample --sampler gmm -o better.png   (`mnist-vae info` lists the model's samplers)")
+    p = add("sample", "decode draws of z from the model's best sampler (the prior, or a sampler fitted to the training "
+            "digits' codes) into images",
+            "examples: mnist-vae sample -n 64 --seed 0 -o samples.png   (the best sampler: evaluate's lowest sample FID)\n"
+            "          mnist-vae sample --sampler prior -o prior.png   (`mnist-vae info` lists the model's samplers)")
     p.add_argument("-n", type=positive_int, default=64, help="how many samples (default 64)")
     p.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
-    p.add_argument("--temperature", type=float, default=1.0,
-                   help="scale T of the standard prior's standard deviation (of each mixture component's for gmm; default 1; a VampPrior takes only 1)")
-    p.add_argument("--sampler", default=samplers.PRIOR,
-                   help="prior (default: z ~ p(z)) or a fitted sampler: gmm (recommended: the better digits; "
-                        "fitted by the pipeline's sampler stage into models/sampler.pt)")
+    p.add_argument("--temperature", type=float,
+                   help="scale T of the standard prior's standard deviation (of each mixture component's for gmm; default: the "
+                        "temperature evaluate scored the sampler at, sampler.temperature for a fitted one, 1 for the prior; "
+                        "a VampPrior takes only 1)")
+    p.add_argument("--sampler",
+                   help="prior (z ~ p(z)) or a fitted sampler: gmm (fitted by the pipeline's sampler stage into "
+                        "models/sampler.pt); default: the model's best, the lowest sample FID evaluate recorded "
+                        "(models/best_sampler.json), else the prior")
     p.add_argument("-o", "--output", default="samples.png", help=".png grid or .npy (n, 784) means in [0, 1] (default samples.png)")
 
     p = add("reconstruct", "encode inputs and decode their encoder means", "example: mnist-vae reconstruct 0 1 2 my_seven.png -o recon.png")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import warnings
 from typing import Optional
 
 import numpy as np
@@ -14,20 +13,17 @@ from mnist_vae.command_line.inputs import endpoint, parse_dims, parse_latents, r
 from mnist_vae.command_line.output import check_output, note, write_images, write_npy
 from mnist_vae.errors import UserError
 from mnist_vae.files import atomic_path, save_json
-from mnist_vae.vae import samplers
 
 GRID_COLUMNS = 16  # reconstruct: pairs of rows of at most this many digits
 
 
 def cmd_sample(args, model, digits):
     out = check_output(args.output, (".png", ".npy"))
-    with warnings.catch_warnings(record=True) as said:
-        warnings.simplefilter("always", UserWarning)
-        images = tasks.sample(model, args.n, args.seed, args.temperature, args.sampler)
-    for warning in said:
-        note(str(warning.message))
-    used = args.sampler if not said else samplers.PRIOR
-    write_images(out, images, f"{args.n} samples from the sampler {used}, seed {args.seed}, temperature {args.temperature:g}")
+    name, temperature, why = tasks.resolve_sampler(model, args.sampler, args.temperature)
+    if why:
+        note(why)
+    images = tasks.sample(model, args.n, args.seed, temperature, name)
+    write_images(out, images, f"{args.n} samples from the sampler {name}, seed {args.seed}, temperature {temperature:g}")
 
 
 def cmd_reconstruct(args, model, digits):

@@ -44,6 +44,7 @@ from mnist_vae.pipeline.mlflow_store import (
     tracking_uri,
 )
 from mnist_vae.vae import samplers
+from mnist_vae.vae.samplers import choice
 
 log = logging.getLogger("mnist_vae.pipeline.tracking")
 FINGERPRINT = "fingerprint"  # the run tag that names the result a run was logged from
@@ -225,16 +226,20 @@ def log_model(run_id: str, checkpoint: Path, registered_name: str, dequantize: s
     """Log the VAE with api/serving.py (its code and tensors, nothing pickled) and register it as a new version
     of `registered_name`; its pyfunc, with a signature and an input example, answers `mlflow models serve`.
     The samplers fitted to the checkpoint (models/sampler.pt beside it, when there is one; refused if fitted
-    to another checkpoint) go inside the logged model, so it samples as the checkpoint does.
+    to another checkpoint) and the choice of the best of them (models/best_sampler.json, refused if made for
+    other files) go inside the logged model, so it samples as the checkpoint does.
     `model_id`: the LoggedModel (made by the caller) that receives it, or a new one in the run's
     experiment when None; `name`: the model's name; `step`: the epoch it is from."""
     from mnist_vae.api import serving
 
-    fitted = samplers.beside(checkpoint)
-    if fitted.is_file():
-        samplers.load(fitted, checkpoint)  # refused here, in one line, if it is not this checkpoint's
+    fitted, best = samplers.beside(checkpoint), choice.beside(checkpoint)
+    if fitted.is_file():  # refused here, in one line, if they are not this checkpoint's
+        names = samplers.available(samplers.load(fitted, checkpoint))
+        if best.is_file():
+            choice.load(best, checkpoint, fitted, names)
     serving.log(run_id, checkpoint, fitted if fitted.is_file() else None, dequantize, name,
-                registered_model_name=registered_name, model_id=model_id, step=step or 0)
+                registered_model_name=registered_name, model_id=model_id, step=step or 0,
+                choice_file=best if best.is_file() else None)
 
 
 def _name_and_note(result: Result) -> tuple[str, str]:
