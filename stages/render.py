@@ -1,5 +1,6 @@
-"""render: the trained model's figures (and its fitted samplers') -> reports/figures/*.png, the training's
-frames -> reports/progress/*.png, and the latent explorer -> reports/explorer.html."""
+"""render: the trained model's figures (and its fitted samplers', at sampler.temperature) -> reports/figures/*.png,
+the training's frames -> reports/progress/*.png, and the latent explorer, whose draw button draws from the best
+sampler (models/best_sampler.json) -> reports/explorer.html."""
 
 import contextlib
 import shutil
@@ -14,12 +15,13 @@ from mnist_vae.report import canvas, explorer, figures, progress
 from mnist_vae.scoring import classifier, quality
 from mnist_vae.vae import samplers
 from mnist_vae.vae.model import load_checkpoint
+from mnist_vae.vae.samplers import choice
 
 TEST, HISTORY = Path("data/processed/test.npz"), Path("metrics/history.csv")
 FRAMES, PROGRESS = Path("reports/frames.npz"), Path("reports/progress")
 CLASSIFIER = Path("models/classifier.pt")
 MODEL, OUT = Path("models/vae.pt"), Path("reports/figures")
-SAMPLER = Path("models/sampler.pt")
+SAMPLER, CHOICE = Path("models/sampler.pt"), Path("models/best_sampler.json")
 EXPLORER = Path("reports/explorer.html")
 
 
@@ -36,8 +38,9 @@ def main(params):
     print(f"render: {len(list(OUT.glob('*.png')))} figures in {OUT}/, {len(list(PROGRESS.glob('*.png')))} frames "
           f"of the training in {PROGRESS}/")
     if params.render.explorer:
+        best = choice.load(CHOICE, MODEL, SAMPLER, samplers.available(fitted))
         explorer.write(EXPLORER, model, fitted, torch.from_numpy(test["x"]), test["y"], params.seed,
-                       params.evaluate.active_unit_threshold)
+                       params.evaluate.active_unit_threshold, best)
         print(f"render: the latent explorer in {EXPLORER} ({EXPLORER.stat().st_size / 1e6:.1f} MB)")
     else:
         explorer.write_off_notice(EXPLORER)
@@ -58,7 +61,7 @@ def folder(out: Path):
 
 def wanted(params, model, fitted, x, y):
     """(name, figure) for each figure the render params ask for; each random figure has its own stream."""
-    p, seed = params.render, params.seed
+    p, seed, t = params.render, params.seed, params.sampler.temperature
 
     def gen():
         return torch.Generator().manual_seed(seed)
@@ -68,8 +71,9 @@ def wanted(params, model, fitted, x, y):
         yield "samples", figures.samples_grid(model, prior, p.samples_grid, gen())
         for name in fitted.names:  # each fitted sampler's grid, and beside the prior's on the same seed
             sampler = samplers.get(model, fitted, name)
-            yield f"samples_{name}", figures.samples_grid(model, sampler, p.samples_grid, gen())
-            yield f"samples_prior_vs_{name}", figures.samplers_side_by_side(model, [prior, sampler], p.samples_grid, seed)
+            yield f"samples_{name}", figures.samples_grid(model, sampler, p.samples_grid, gen(), t)
+            yield f"samples_prior_vs_{name}", figures.samplers_side_by_side(model, [(prior, 1.0), (sampler, t)],
+                                                                           p.samples_grid, seed)
     if model.config.prior == "vamp":
         yield "pseudo_inputs", figures.pseudo_inputs(model)
     if p.interpolation_rows:

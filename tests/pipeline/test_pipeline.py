@@ -57,8 +57,8 @@ def test_outputs_are_exact_and_a_second_repro_does_nothing(repo):
     notebook = ((np.float32(x) + torch.rand(x.shape).numpy()) / 255.).clip(0, 1).reshape(-1, 784)
     with np.load(repo / "data/processed/train.npz") as train:
         assert train["x"].tobytes() == notebook.tobytes()
-    for out in ("models/vae.pt", "models/sampler.pt", "metrics/train.json", "metrics/sampler.json",
-                "metrics/eval.json", "metrics/history.csv"):
+    for out in ("models/vae.pt", "models/sampler.pt", "models/best_sampler.json", "metrics/train.json",
+                "metrics/sampler.json", "metrics/eval.json", "metrics/history.csv"):
         assert (repo / out).is_file(), out
     assert not (repo / "models/mlflow_run.json").exists()
     figures = sorted(p.name for p in (repo / "reports/figures").glob("*.png"))
@@ -68,6 +68,11 @@ def test_outputs_are_exact_and_a_second_repro_does_nothing(repo):
     quality = json.loads((repo / "metrics/eval.json").read_text())["quality"]
     assert set(quality["samplers"]) == {"gmm"} and quality["samplers"]["gmm"]["samples"]["n"] == 200
     assert quality["code_log_density"]["gmm"] > quality["code_log_density"]["prior"]
+    fitted = json.loads((repo / "metrics/sampler.json").read_text())
+    assert quality["floor"]["n"] == fitted["held_out"] == 200 and fitted["n_codes"] == 800  # the fit never saw them
+    best = json.loads((repo / "models/best_sampler.json").read_text())
+    fids = {"prior": quality["samples"]["fid"], "gmm": quality["samplers"]["gmm"]["samples"]["fid"]}
+    assert best["sampler"] == quality["best"]["sampler"] == min(fids, key=fids.get) and best["fid"] == fids
     again = sh("dvc", "repro", cwd=repo).stdout
     assert ran_stages(again) == [] and "up to date" in again
 
@@ -81,6 +86,7 @@ def test_the_dag_has_exactly_the_pipelines_edges(repo):
         ("classifier", "track"), ("dequantize", "sampler"), ("train", "sampler"),
         ("sampler", "evaluate"), ("sampler", "render"), ("sampler", "track"),
         ("train", "evaluate"), ("train", "render"), ("train", "track"), ("evaluate", "track"), ("render", "track"),
+        ("evaluate", "render"),
         ("classifier", "headline"), ("train", "headline"), ("evaluate", "headline"), ("headline", "track"),
         ("dequantize", "track"),
     }
@@ -175,7 +181,8 @@ def test_the_run_is_complete(repo):
         a.path for a in c.list_artifacts(run.info.run_id, "figures")}
     assert {"history.csv", "eval.json", "train.json", "sampler.json", "checkpoint", "figures/samples.png",
             "figures/samples_prior_vs_gmm.png", "explorer.html"} <= names
-    assert {a.path for a in c.list_artifacts(run.info.run_id, "checkpoint")} == {"checkpoint/vae.pt", "checkpoint/sampler.pt"}
+    assert {a.path for a in c.list_artifacts(run.info.run_id, "checkpoint")} == {
+        "checkpoint/vae.pt", "checkpoint/sampler.pt", "checkpoint/best_sampler.json"}
     assert run.data.metrics["samples/gmm/fid"] == evaluation["quality"]["samplers"]["gmm"]["samples"]["fid"]
     assert run.data.metrics["samplers/gmm/components"] == 5
     assert c.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
@@ -202,16 +209,16 @@ def test_the_mnist_vae_command_uses_the_pipelines_checkpoint_and_the_version_tra
     assert info["dequantize"]["mode"] == "notebook" and "dvc.lock" in info["dequantize"]["from"]  # what trained it
     assert info["evaluation"]["test"]["iw_nll"] == json.loads((repo / "metrics/eval.json").read_text())["test"]["iw_nll"]
     [version] = client(repo).search_model_versions("name = 'pipeline-vae'")
-    for model, out in (("models/vae.pt", "local.npy"), (f"models:/pipeline-vae/{version.version}", "registered.npy")):
-        sh(command, "sample", "-n", "3", "--seed", "2", "--model", model, "-o", str(tmp_path / out), cwd=repo,
-           MLFLOW_TRACKING_URI=f"sqlite:///{repo / 'mlflow.db'}")
-    assert np.array_equal(np.load(tmp_path / "local.npy"), np.load(tmp_path / "registered.npy"))
-    for model, out in (("models/vae.pt", "local_gmm.npy"), (f"models:/pipeline-vae/{version.version}", "registered_gmm.npy")):
-        sh(command, "sample", "-n", "3", "--seed", "2", "--sampler", "gmm", "--model", model, "-o", str(tmp_path / out),
-           cwd=repo, MLFLOW_TRACKING_URI=f"sqlite:///{repo / 'mlflow.db'}")
-    gmm = np.load(tmp_path / "local_gmm.npy")
-    assert np.array_equal(gmm, np.load(tmp_path / "registered_gmm.npy")) and not np.array_equal(gmm, np.load(tmp_path / "local.npy"))
-    assert info["samplers"]["available"] == ["prior", "gmm"]
+    best = json.loads((repo / "models/best_sampler.json").read_text())["sampler"]
+    for sampler in (None, "prior", "gmm"):  # the default is the recorded best, locally and in the registered model
+        for model, where in (("models/vae.pt", "local"), (f"models:/pipeline-vae/{version.version}", "registered")):
+            proc = sh(command, "sample", "-n", "3", "--seed", "2", "--model", model, "-o", str(tmp_path / f"{where}_{sampler}.npy"),
+                      *(["--sampler", sampler] if sampler else []), cwd=repo, MLFLOW_TRACKING_URI=f"sqlite:///{repo / 'mlflow.db'}")
+            assert f"samples from the sampler {sampler or best}," in proc.stderr
+        assert np.array_equal(np.load(tmp_path / f"local_{sampler}.npy"), np.load(tmp_path / f"registered_{sampler}.npy"))
+    assert np.array_equal(np.load(tmp_path / "local_None.npy"), np.load(tmp_path / f"local_{best}.npy"))
+    assert not np.array_equal(np.load(tmp_path / "local_gmm.npy"), np.load(tmp_path / "local_prior.npy"))
+    assert info["samplers"]["available"] == ["prior", "gmm"] and info["samplers"]["default"] == best
 
 
 def test_a_cached_training_experiment_gets_its_own_complete_run_and_the_baseline_is_untouched(fork, tmp_path):
@@ -365,6 +372,19 @@ def test_queued_experiments_on_a_new_store_give_one_run_each_and_one_experiment(
 def test_a_render_param_reruns_render_and_track_only(fork):
     set_params(fork, render={"samples_grid": 5})
     assert ran_stages(sh("dvc", "repro", cwd=fork).stdout) == ["render", "track"]
+
+
+def test_the_samplers_temperature_is_one_experiment_that_refits_nothing(fork):
+    before = (fork / "models/sampler.pt").read_bytes()
+    out = sh("dvc", "exp", "run", "-S", "sampler.temperature=0.9", "--name", "t0.9", cwd=fork).stdout
+    assert ran_stages(out) == ["evaluate", "headline", "render", "track"]  # the fit stays: only the draws change
+    assert (fork / "models/sampler.pt").read_bytes() == before
+    quality = json.loads((fork / "metrics/eval.json").read_text())["quality"]
+    best = json.loads((fork / "models/best_sampler.json").read_text())
+    assert quality["samplers"]["gmm"]["temperature"] == best["temperatures"]["gmm"] == 0.9
+    set_params(fork, sampler={"held_out": 300})  # what is fitted changes: the fit reruns
+    assert ran_stages(sh("dvc", "repro", cwd=fork).stdout) == ["sampler", "evaluate", "headline", "render", "track"]
+    assert json.loads((fork / "metrics/eval.json").read_text())["quality"]["floor"]["n"] == 300
 
 
 def test_latent_dim_reruns_training_and_logs_a_new_run(fork):

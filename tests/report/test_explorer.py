@@ -29,8 +29,12 @@ from mnist_vae.params import ModelParams, Params, SamplerParams
 from mnist_vae.report import explorer
 from mnist_vae.vae import evaluation, objectives, samplers
 from mnist_vae.vae.model import VAE, save_checkpoint
+from mnist_vae.vae.samplers import choice
 
 TOLERANCE = 1e-4  # max |page - PyTorch| on the [0, 1] image, before 8-bit rounding
+# what evaluate recorded: the mixture is the mlp page's best sampler, the VampPrior the vamp page's
+MIXTURE_BEST = choice.Choice("gmm", {"prior": 1.0, "gmm": 1.0}, {"prior": 300.0, "gmm": 90.0})
+PRIOR_BEST = choice.Choice("prior", {"prior": 1.0}, {"prior": 75.0})
 WIDTH, HEIGHT = 1280, 800
 
 
@@ -70,17 +74,18 @@ def pages(tmp_path_factory):
     out = {}
     for arch in ("mlp", "conv"):
         model = make_model(arch)
-        fitted = None  # a fitted sampler for the mlp page's button (the conv page has none)
+        fitted = best = None  # a fitted sampler, the best, for the mlp page's button (the conv page has none)
         if arch == "mlp":
-            fitted = samplers.Fitted(samplers.fit(model, x, SamplerParams(gmm_components=3), 0)[0])
+            fitted = samplers.Fitted(samplers.fit(model, x, SamplerParams(gmm_components=3, held_out=100), 0)[0])
+            best = MIXTURE_BEST
         path = folder / f"{arch}.html"
-        explorer.write(path, model, fitted, x, y, seed=0, threshold=0.01)
+        explorer.write(path, model, fitted, x, y, seed=0, threshold=0.01, best=best)
         out[arch] = (model, path, fitted)
     model = make_model("mlp", prior="vamp", vamp_components=5)
     with torch.no_grad():  # five components apart from each other: five different digits, narrow posteriors
         model.pseudo_inputs.copy_(x[:5])
         model.fc_mu_logvar.bias[model.latent_dim:] -= 6
-    explorer.write(folder / "vamp.html", model, None, x, y, seed=0, threshold=0.01)
+    explorer.write(folder / "vamp.html", model, None, x, y, seed=0, threshold=0.01, best=PRIOR_BEST)
     out["vamp"] = (model, folder / "vamp.html", None)
     return out
 
@@ -256,12 +261,12 @@ def test_random_and_reset_buttons(browser, pages):
     assert np.array_equal(z, np.zeros(model.latent_dim, np.float32))
 
 
-def test_the_fitted_sampler_button_draws_from_the_models_mixture(browser, pages):
+def test_the_best_sampler_button_draws_from_the_models_mixture(browser, pages):
     model, path, fitted = pages["mlp"]
     s = fitted.state["samplers"]["gmm"]
     open_page(browser, path)
     button = browser.find_element("id", "fitted")
-    assert button.is_displayed() and "gmm, 3 components" in button.text
+    assert button.is_displayed() and button.text == "Draw from the best sampler (gmm, 3 components; FID 90.0)"
     seen = set()
     for _ in range(12):
         button.click()
@@ -271,7 +276,7 @@ def test_the_fitted_sampler_button_draws_from_the_models_mixture(browser, pages)
         np.testing.assert_allclose(z, want, rtol=1e-6, atol=1e-6)  # float64 sums in another order, then float32
         assert 0 <= k < 3
         seen.add(k)
-        assert "fitted sampler 'gmm'" in browser.find_element("id", "source").text
+        assert "the best sampler, the fitted 'gmm'" in browser.find_element("id", "source").text
     assert len(seen) > 1  # components are picked by weight, not always the first
     # the page's z = means[k] + L[k] eps is torch's for the same component and normals (the gmm sampler's draw)
     g = torch.Generator().manual_seed(4)
@@ -281,6 +286,32 @@ def test_the_fitted_sampler_button_draws_from_the_models_mixture(browser, pages)
     page_z = [browser.execute_script("return Array.from(window.mixtureZ(arguments[0], arguments[1]))", int(k[i]), eps[i].tolist())
               for i in range(5)]
     np.testing.assert_allclose(np.asarray(page_z, np.float32), torch_z, rtol=1e-6, atol=1e-6)
+
+
+def test_the_page_draws_the_best_sampler_at_its_recorded_temperature(browser, pages, tmp_path):
+    model, _, fitted = pages["mlp"]
+    cold = choice.Choice("gmm", {"prior": 1.0, "gmm": 0.5}, {"prior": 300.0, "gmm": 80.0})
+    explorer.write(tmp_path / "cold.html", model, fitted, *fixture_digits(), seed=0, threshold=0.01, best=cold)
+    open_page(browser, tmp_path / "cold.html")
+    assert browser.find_element("id", "fitted").text == "Draw from the best sampler (gmm, 3 components, T = 0.5; FID 80.0)"
+    g = torch.Generator().manual_seed(6)
+    k = torch.multinomial(fitted.state["samplers"]["gmm"]["weights"], 4, replacement=True, generator=g)
+    eps = torch.randn(4, model.latent_dim, generator=g, dtype=torch.float64)
+    torch_z = samplers.get(model, fitted, "gmm").draw(4, torch.Generator().manual_seed(6), temperature=0.5).numpy()
+    page_z = [browser.execute_script("return Array.from(window.mixtureZ(arguments[0], arguments[1]))", int(k[i]), eps[i].tolist())
+              for i in range(4)]
+    np.testing.assert_allclose(np.asarray(page_z, np.float32), torch_z, rtol=1e-6, atol=1e-6)
+
+
+def test_a_page_whose_best_sampler_is_the_prior_draws_from_the_prior(browser, pages):
+    model, path, _ = pages["vamp"]
+    open_page(browser, path)
+    button = browser.find_element("id", "fitted")
+    assert button.is_displayed() and button.text == "Draw from the best sampler (the prior; FID 75.0)"
+    button.click()
+    assert_decodes_like_pytorch(browser, model)
+    assert browser.find_element("id", "source").text.startswith("random z ~ VampPrior (K = 5), component ")
+    assert browser.find_element("id", "source").text.endswith(": the best sampler")
 
 
 def test_without_a_fitted_sampler_the_button_is_hidden(browser, pages):
@@ -417,8 +448,10 @@ def _render_workspace(root: Path, explorer_on: bool) -> dict:
     torch.manual_seed(0)
     model = VAE(ModelParams(hidden_dims=[32], latent_dim=3))
     save_checkpoint(root / "models/vae.pt", model)
-    state, _ = samplers.fit(model, x, SamplerParams(gmm_components=3), 0)  # as the sampler stage writes it
+    state, _ = samplers.fit(model, x, SamplerParams(gmm_components=3, held_out=20), 0)  # as the sampler stage writes it
     samplers.save(root / "models/sampler.pt", state, sha256_file(root / "models/vae.pt"))
+    choice.record(root / "models/best_sampler.json", {"prior": 300.0, "gmm": 90.0}, {"prior": 1.0, "gmm": 1.0},
+                  root / "models/vae.pt", root / "models/sampler.pt")  # as evaluate writes it
     params = Params().model_dump()
     params["render"] = {"samples_grid": 0, "interpolation_rows": 0, "reconstructions": 0, "latent_points": 0,
                         "manifold_grid": 0, "histograms": False, "curves": False, "class_sheet": 0,

@@ -90,12 +90,20 @@ def test_a_samplers_grid_and_the_side_by_side_draw_from_each_sampler_on_one_seed
     assert fig.axes[0].get_title() == "Samples from the fitted sampler 'gmm'"
     z = gmm.draw(9, gen())
     torch.testing.assert_close(cell(shown(fig.axes[0]), 2, 1), model.mean(model.decode(z))[7].detach())
-    both = figures.samplers_side_by_side(model, [prior(model), gmm], 3, 5)
+    both = figures.samplers_side_by_side(model, [(prior(model), 1.0), (gmm, 1.0)], 3, 5)
     left, right = (shown(ax) for ax in both.axes)
     assert [ax.get_title() for ax in both.axes] == ["the prior z ~ N(0, I)", "the fitted sampler 'gmm'"]
     np.testing.assert_array_equal(left, shown(figures.samples_grid(model, prior(model), 3, gen(5)).axes[0]))
     np.testing.assert_array_equal(right, shown(figures.samples_grid(model, gmm, 3, gen(5)).axes[0]))
     assert not np.array_equal(left, right)
+    # at another temperature: the title says it, and the draws are the sampler's at that temperature
+    cold = figures.samples_grid(model, gmm, 3, gen(), temperature=0.5)
+    assert cold.axes[0].get_title() == "Samples from the fitted sampler 'gmm', T = 0.5"
+    z = gmm.draw(9, gen(), 0.5)
+    torch.testing.assert_close(cell(shown(cold.axes[0]), 2, 1), model.mean(model.decode(z))[7].detach())
+    side = figures.samplers_side_by_side(model, [(prior(model), 1.0), (gmm, 0.5)], 3, 5)
+    assert side.axes[1].get_title() == "the fitted sampler 'gmm', T = 0.5"
+    np.testing.assert_array_equal(shown(side.axes[1]), shown(figures.samples_grid(model, gmm, 3, gen(5), 0.5).axes[0]))
 
 
 def test_the_vampprior_figures_show_its_samples_and_its_pseudo_inputs():

@@ -3,10 +3,13 @@
 :func:`build` packs everything the page needs into the page itself: the decoder's layers with their
 weights (little-endian float32, base64), the test encodings' latent map, a small gallery of test digits
 with their encoder means, the units' KL and activity, the prior (the VampPrior's K components' means and
-standard deviations, so "Random z" draws from the mixture), the model's key numbers, and its fitted sampler
-(vae/samplers) if it has one: the page's "draw from the fitted sampler" button picks a component k with
-the mixture's weights and computes z = means[k] + L[k] eps in float64, as the gmm sampler's draw does (the
-page's random numbers are the browser's, so a seed does not give torch's draws). The page
+standard deviations, so "Random z" draws from the mixture), the model's key numbers, and its best sampler
+(vae/samplers/choice.py: the lowest sample FID evaluate recorded), which the page's "draw from the best
+sampler" button draws from: the prior as "Random z" does, or a fitted mixture, picking a component k with
+the mixture's weights and computing z = means[k] + T L[k] eps in float64 at the temperature T evaluate
+scored it at, as the gmm sampler's draw does (the page's random numbers are the browser's, so a seed does
+not give torch's draws). Every fitted sampler today is a mixture the page can draw; one it could not (a
+flow, say) would have to come as a bank of codes drawn in Python, which the page would say. The page
 (``explorer.html`` beside this module, plain HTML, CSS and JavaScript) decodes in the browser with the
 same arithmetic as PyTorch's float32 forward pass, so it needs no server, no library and no request of
 any kind: it works opened from disk, offline, or as an MLflow artifact.
@@ -34,6 +37,7 @@ from mnist_vae.data.geometry import PIXELS
 from mnist_vae.files import atomic_path
 from mnist_vae.report.figures import latent_plane
 from mnist_vae.vae import evaluation, objectives, samplers
+from mnist_vae.vae.samplers import choice
 
 TEMPLATE = "explorer.html"
 DATA_MARK = "/*__EXPLORER_DATA__*/null"  # where the template takes the page's data
@@ -119,7 +123,8 @@ def _model_summary(model) -> dict:
 
 
 @torch.no_grad()
-def page_data(model, fitted, x_test: torch.Tensor, y_test: np.ndarray, seed: int, threshold: float) -> dict:
+def page_data(model, fitted, x_test: torch.Tensor, y_test: np.ndarray, seed: int, threshold: float,
+              best: choice.Choice | None = None) -> dict:
     """Everything the page shows, from the model and the test set (see the module docstring)."""
     model = model.eval()
     x = x_test.float().reshape(len(x_test), -1).to(next(model.parameters()).device)
@@ -155,7 +160,7 @@ def page_data(model, fitted, x_test: torch.Tensor, y_test: np.ndarray, seed: int
             "origin": _f32(plane.origin), "axes": _f32(plane.axes), "labels": list(plane.labels),
             "points": _f32(points), "digits": _b64(y[:MAP_POINTS], "u1"), "n": len(points),
         },
-        "sampler": _sampler(model, fitted),
+        "sampler": _sampler(model, fitted, best),
         "gallery": {
             "index": gallery, "digits": [int(y[i]) for i in gallery],
             "images": _b64(np.rint(x_test[gallery].reshape(len(gallery), -1).cpu().numpy() * 255), "u1"),
@@ -164,15 +169,17 @@ def page_data(model, fitted, x_test: torch.Tensor, y_test: np.ndarray, seed: int
     }
 
 
-def _sampler(model, fitted: samplers.Fitted | None) -> dict | None:
-    """The model's first fitted sampler for the page's "draw from the fitted sampler" button: the mixture's
-    weights (K,), means (K, d) and Cholesky factors (K, d, d) as base64 little-endian float64; None if none."""
-    names = fitted.names if fitted else []
-    if not names:
+def _sampler(model, fitted: samplers.Fitted | None, best: choice.Choice | None) -> dict | None:
+    """The best sampler for the page's draw button: its name, temperature, FID and why it is the best, and for a
+    fitted mixture its weights (K,), means (K, d) and Cholesky factors (K, d, d) as base64 little-endian
+    float64; None without a recorded choice."""
+    if best is None:
         return None
-    arrays = samplers.mixture_arrays(model, fitted, names[0])
-    return {"name": names[0], "k": len(arrays["weights"]),
-            **{key: _b64(value, "<f8") for key, value in arrays.items()}}
+    out = {"name": best.sampler, "temperature": best.temperature, "fid": best.fid[best.sampler], "reason": best.reason()}
+    if best.sampler == samplers.PRIOR:
+        return out  # the page draws from the prior itself
+    arrays = samplers.mixture_arrays(model, fitted, best.sampler)
+    return {**out, "k": len(arrays["weights"]), **{key: _b64(value, "<f8") for key, value in arrays.items()}}
 
 
 @torch.no_grad()
@@ -211,8 +218,10 @@ def write_off_notice(path: Path) -> None:
         tmp.write_text(OFF_PAGE, encoding="utf-8")
 
 
-def write(path: Path, model, fitted, x_test: torch.Tensor, y_test: np.ndarray, seed: int, threshold: float) -> None:
-    """Write the explorer page for `model` to `path` (atomically)."""
-    page = render(page_data(model, fitted, x_test, y_test, seed, threshold))
+def write(path: Path, model, fitted, x_test: torch.Tensor, y_test: np.ndarray, seed: int, threshold: float,
+          best: choice.Choice | None = None) -> None:
+    """Write the explorer page for `model` (its fitted samplers, and the best sampler `best` for the draw
+    button) to `path` (atomically)."""
+    page = render(page_data(model, fitted, x_test, y_test, seed, threshold, best))
     with atomic_path(path) as tmp:
         tmp.write_text(page, encoding="utf-8")

@@ -51,34 +51,37 @@ def _check_count(name: str, n: int, minimum: int = 1) -> None:
 # ---------------------------------------------------------------- figures
 
 
-def _sampler_title(model, sampler: samplers.Sampler) -> str:
-    return f"the prior {prior_name(model)}" if sampler.name == samplers.PRIOR else f"the fitted sampler '{sampler.name}'"
+def _sampler_title(model, sampler: samplers.Sampler, temperature: float = 1.0) -> str:
+    if sampler.name == samplers.PRIOR:
+        return f"the prior {prior_name(model)}"
+    return f"the fitted sampler '{sampler.name}'" + (f", T = {temperature:g}" if temperature != 1.0 else "")
 
 
 @torch.no_grad()
-def sampled(model, sampler: samplers.Sampler, n: int, generator: torch.Generator) -> torch.Tensor:
-    """n x n decoder means of z drawn from `sampler` (samplers.get), as (n, n, 784) CPU tensors."""
+def sampled(model, sampler: samplers.Sampler, n: int, generator: torch.Generator, temperature: float = 1.0) -> torch.Tensor:
+    """n x n decoder means of z drawn from `sampler` (samplers.get) at `temperature`, as (n, n, 784) CPU tensors."""
     _check_count("n", n)
-    return _images(model, sampler.draw(n * n, generator)).reshape(n, n, -1)
+    return _images(model, sampler.draw(n * n, generator, temperature)).reshape(n, n, -1)
 
 
-def samples_grid(model, sampler: samplers.Sampler, n: int, generator: torch.Generator) -> Figure:
+def samples_grid(model, sampler: samplers.Sampler, n: int, generator: torch.Generator, temperature: float = 1.0) -> Figure:
     """n x n decoder means of z drawn from `sampler` (the notebook's generate_images_vae for the prior)."""
-    fig, ax = grid_figure(tile(sampled(model, sampler, n, generator)), 0.3, 0.6, min_w=3.6, max_w=10.0)
-    ax.set_title(f"Samples from {_sampler_title(model, sampler)}")
+    fig, ax = grid_figure(tile(sampled(model, sampler, n, generator, temperature)), 0.3, 0.6, min_w=3.6, max_w=10.0)
+    ax.set_title(f"Samples from {_sampler_title(model, sampler, temperature)}")
     return fig
 
 
-def samplers_side_by_side(model, chosen: list[samplers.Sampler], n: int, seed: int) -> Figure:
-    """n x n samples of each sampler in `chosen` side by side, each drawn from a generator seeded with `seed`."""
-    grids = [tile(sampled(model, sampler, n, torch.Generator().manual_seed(seed))) for sampler in chosen]
+def samplers_side_by_side(model, chosen: list[tuple[samplers.Sampler, float]], n: int, seed: int) -> Figure:
+    """n x n samples of each (sampler, temperature) in `chosen` side by side, each drawn from a generator seeded
+    with `seed`."""
+    grids = [tile(sampled(model, sampler, n, torch.Generator().manual_seed(seed), t)) for sampler, t in chosen]
     h, w = grids[0].shape
     inch = min(2.0 / DPI, 7.0 / w)
     fig = figure(len(grids) * (w * inch + 0.3), h * inch + 0.7)
-    for k, (grid, sampler) in enumerate(zip(grids, chosen)):
+    for k, (grid, (sampler, t)) in enumerate(zip(grids, chosen)):
         ax = fig.add_subplot(1, len(grids), k + 1)
         show(ax, grid)
-        ax.set_title(_sampler_title(model, sampler), fontsize=10)
+        ax.set_title(_sampler_title(model, sampler, t), fontsize=10)
     fig.suptitle(f"{n * n} samples of each, seed {seed}")
     return fig
 
