@@ -441,8 +441,9 @@ def test_no_request_leaves_the_page_and_it_fits_1280x800(browser, pages, arch, t
 
 
 def _render_workspace(root: Path, explorer_on: bool) -> dict:
-    """A folder laid out as the render stage reads it (small MLP with a fitted 3-component sampler, 100
-    fixture test digits, every figure off), and the environment to run the stage in."""
+    """A folder laid out as the render stage reads it (small MLP with a fitted 3-component sampler and evaluate's
+    choice of the best sampler, 100 fixture test digits, the training's frames, every figure off), and the
+    environment to run the stage in."""
     x, y = fixture_digits(100)
     save_npz(root / "data/processed/test.npz", {"x": x.numpy(), "y": y})
     torch.manual_seed(0)
@@ -452,10 +453,13 @@ def _render_workspace(root: Path, explorer_on: bool) -> dict:
     samplers.save(root / "models/sampler.pt", state, sha256_file(root / "models/vae.pt"))
     choice.record(root / "models/best_sampler.json", {"prior": 300.0, "gmm": 90.0}, {"prior": 1.0, "gmm": 1.0},
                   root / "models/vae.pt", root / "models/sampler.pt")  # as evaluate writes it
+    frame = np.zeros((1, 4, 784), np.uint8)  # the training's frames, as train writes them (none drawn: progress_every 0)
+    save_npz(root / "reports/frames.npz", {"epochs": np.zeros(1, np.int64), "samples": frame, "reconstructions": frame,
+                                           "originals": frame[0]})
     params = Params().model_dump()
     params["render"] = {"samples_grid": 0, "interpolation_rows": 0, "reconstructions": 0, "latent_points": 0,
                         "manifold_grid": 0, "histograms": False, "curves": False, "class_sheet": 0,
-                        "class_histogram": False, "explorer": explorer_on}
+                        "class_histogram": False, "explorer": explorer_on, "progress_every": 0}
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
     return env
@@ -471,6 +475,7 @@ def test_render_writes_the_explorer_when_on_and_only_a_notice_when_off(tmp_path)
     assert done.returncode == 0, done.stderr
     html = page.read_text()
     assert page.stat().st_size > 100_000 and '"op":"linear"' in html
+    assert '"sampler":{"name":"gmm","temperature":1.0,"fid":90.0,' in html  # evaluate's choice draws the button
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
     params["render"]["explorer"] = False
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
