@@ -119,6 +119,7 @@ def team_project(team, tmp_path_factory):
                render={"latent_points": 100, "samples_grid": 3},
                classifier={"epochs": 4, "batch_size": 32, "threads": 1},
                quality={"n_samples": 200, "n_reference": 200, "probe_max_iter": 50},
+               sampler={"gmm_components": 5, "held_out": 200},
                tracking={"experiment": experiment, "registered_model": model})
     remote.mkdir()
     sh("git", "init", "-q", "-b", "main", cwd=seed)
