@@ -10,7 +10,6 @@ The notebook's demonstration cells, which draw a few more random numbers before 
 """
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import notebook_loop  # noqa: E402
+import provenance  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,10 +39,9 @@ def main():
         loss = notebook_loop.train_one_epoch(vae, optimizer, dataloader, epoch, log=lambda s: None)
         history.append({"epoch": epoch + 1, "loss": loss, "seconds": time.perf_counter() - start})
         print(f"epoch {epoch + 1:3d}: {loss:.3f} nats per example ({history[-1]['seconds']:.1f}s)", flush=True)
-    out = ROOT / "benchmarks" / "results" / "notebook_reference.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"final_loss": history[-1]["loss"], "history": history}, indent=2) + "\n")
-    print(f"final loss after {args.epochs} epochs: {history[-1]['loss']:.3f} (written to {out.relative_to(ROOT)})")
+    out = provenance.write("notebook_reference", {"epochs": args.epochs, "final_loss": history[-1]["loss"],
+                                                  "history": history})
+    print(f"final loss after {args.epochs} epochs: {history[-1]['loss']:.3f} (written to {out})")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ Trains the default model (params.yaml's model and train sections) for --epochs e
 same seed in this one process: once saving models/train_state.pt after every epoch (as
 train.checkpoint_every 1 does), once not saving at all; both runs follow the same trajectory. Prints,
 as JSON: each save's time (capture + write + fsync + rename), each epoch's time in both runs, and the
-overhead (median save time over median epoch time without saving). Needs data/processed (run
+overhead (median save time over median epoch time without saving); writes the same to
+benchmarks/results/resume.json. Needs data/processed (run
 `dvc repro dequantize` first). Writes the state to a temporary folder beside models/, then removes it.
 
     python benchmarks/resume.py --epochs 3
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+import provenance
 from mnist_vae.files import load_npz
 from mnist_vae.params import load_params
 from mnist_vae.vae import state as state_module
@@ -81,6 +83,7 @@ def main():
     out["overhead"] = statistics.median(saves) / epoch
     out["load_average_after"] = os.getloadavg()
     print(json.dumps(out, indent=1))
+    print(f"written to {provenance.write('resume', out)}")
 
 
 if __name__ == "__main__":

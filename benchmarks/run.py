@@ -19,7 +19,6 @@ Prints a table and writes it to benchmarks/results/bench.json. Needs data/proces
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -36,6 +35,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 import notebook_loop  # noqa: E402
+import provenance  # noqa: E402
 
 from mnist_vae.params import ModelParams, TrainParams  # noqa: E402
 from mnist_vae.vae import (
@@ -236,8 +236,7 @@ def main():
     results["gemm_gflops_after"] = gemm_rate()
     if not args.skip_pipeline:
         results["pipeline"] = bench_pipeline()
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    provenance.write("bench", results)
     print(table(results))
     print(f"\nwritten to {RESULTS.relative_to(ROOT)}")
 

@@ -1,8 +1,9 @@
 """The training step's cost under model.prior vamp (K pseudo-inputs) against the standard prior.
 
 Default model, batch 128, the two models' steps interleaved in one process (so both see the same machine
-load), one thread; prints the median time per step after 5 warm-up steps and the ratio. Needs
-data/processed/train.npz (`dvc repro dequantize`). Usage: python benchmarks/vamp_cost.py [K] [steps]
+load), one thread; prints the median time per step after 5 warm-up steps and the ratio, and writes them to
+benchmarks/results/vamp_cost.json. Needs data/processed/train.npz (`dvc repro dequantize`).
+Usage: python benchmarks/vamp_cost.py [K] [steps]
 """
 
 import sys
@@ -11,6 +12,7 @@ import time
 import numpy as np
 import torch
 
+import provenance
 from mnist_vae.params import ModelParams, TrainParams
 from mnist_vae.vae import training
 from mnist_vae.vae.model import VAE
@@ -39,6 +41,11 @@ def main(k: int = 500, steps: int = 40) -> None:
     for prior, t in median.items():
         print(f"{prior:8s} {1000 * t:7.1f} ms per step, {t * per_epoch:6.1f} s per epoch of {per_epoch} steps")
     print(f"vamp (K = {k}) / standard: {median['vamp'] / median['standard']:.2f}x")
+    path = provenance.write("vamp_cost", {
+        "components": k, "steps": steps, "batch_size": p.batch_size, "steps_per_epoch": per_epoch,
+        "ms_per_step": {prior: 1000 * t for prior, t in median.items()},
+        "ratio": median["vamp"] / median["standard"]})
+    print(f"written to {path}")
 
 
 if __name__ == "__main__":
