@@ -38,7 +38,7 @@ RUNS = {  # name -> (overrides, figures to keep; a name ending in '_epoch_' take
     "beta20": ({"train.beta": 20.0}, ["samples", "samples_gmm", "reconstructions", "interpolation",
                                       "latent_space", "training_curves", "reparameterization",
                                       "samples_by_class", "class_histogram"]),
-    "collapse": ({"model.likelihood": "gaussian", "model.gaussian_sigma": 1.0},
+    "collapse": ({"model.likelihood": "gaussian", "model.gaussian_sigma": 10.0},
                  ["samples", "samples_gmm", "reconstructions", "interpolation", "latent_space", "training_curves",
                   "reparameterization", "samples_by_class", "class_histogram"]),
     "latent2": ({"model.latent_dim": 2}, ["manifold", "latent_space"]),

@@ -1,0 +1,78 @@
+"""The committed baseline's numbers that metrics/headline.json leaves out, for the documentation.
+
+Run after `make repro` of the committed params, in that project: it checks that the models it made are the
+very bytes dvc.lock records (so the numbers are the committed baseline's, not a near reproduction), then
+copies from metrics/eval.json, sampler.json, train.json and classifier.json the numbers the pages cite
+(the standard error of -log p(x), the real-digit floor of FID, class entropies, the test codes'
+log-density, the sampler's fit, and each stage's time in that run) into benchmarks/results/baseline.json.
+
+    python benchmarks/baseline_numbers.py [--project DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+import provenance  # noqa: E402
+
+MODELS = ["models/vae.pt", "models/sampler.pt", "models/classifier.pt"]
+
+
+def locked_md5s(lock: Path) -> dict[str, str]:
+    out = {}
+    for stage in yaml.safe_load(lock.read_text())["stages"].values():
+        for entry in stage.get("outs", []):
+            out[entry["path"]] = entry["md5"]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--project", type=Path, default=Path("."))
+    args = parser.parse_args()
+    project = args.project
+    locked = locked_md5s(provenance.ROOT / "dvc.lock")
+    for path in MODELS:
+        md5 = hashlib.md5((project / path).read_bytes()).hexdigest()
+        if md5 != locked[path]:
+            sys.exit(f"baseline_numbers: {path} is not the committed baseline's ({md5} != dvc.lock's {locked[path]})")
+
+    def load(name):
+        return json.loads((project / "metrics" / f"{name}.json").read_text())
+
+    ev, sampler, train, clf = load("eval"), load("sampler"), load("train"), load("classifier")
+    q = ev["quality"]
+    when = datetime.datetime.fromtimestamp((project / "metrics" / "eval.json").stat().st_mtime, datetime.timezone.utc)
+    out = {
+        "models_match_dvc_lock": True,
+        "run_date": when.strftime("%Y-%m-%d"),
+        "test_nll_iwae_se": ev["test"]["iw_nll_se"],
+        "iw_samples": ev["likelihood"]["iw_samples"],
+        "mutual_info": ev["posterior"]["mutual_info"],
+        "latent_dim": len(ev["posterior"]["kl_per_dim"]),
+        "reference": {k: q["reference"][k] for k in ("fid", "precision", "recall")},
+        "prior": {"class_entropy": q["class_coverage"]["entropy"],
+                  "mean_confidence": q["class_coverage"]["mean_confidence"],
+                  "test_code_log_density": q["code_log_density"]["prior"]},
+        "gmm": {"class_entropy": q["samplers"]["gmm"]["class_coverage"]["entropy"],
+                "mean_confidence": q["samplers"]["gmm"]["class_coverage"]["mean_confidence"],
+                "test_code_log_density": q["code_log_density"]["gmm"],
+                **{k: sampler["samplers"]["gmm"][k] for k in ("components", "n_iter", "fit_time", "fit_cpu_time")},
+                "n_codes": sampler["n_codes"], "fit_on": sampler["fit_on"]},
+        "seconds": {"classifier": clf["train_time"], "classifier_threads": clf["threads"],
+                    "train": train["total_time"], "train_mean_epoch": train["mean_epoch_time"],
+                    "sampler": sampler["stage_time"], "evaluate": ev["eval_time"] + ev["quality_time"]},
+    }
+    print(f"written to {provenance.write('baseline', out)}")
+
+
+if __name__ == "__main__":
+    main()
