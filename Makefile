@@ -17,7 +17,7 @@ TEST_WORKERS ?= 2
 
 .PHONY: setup repro track test test-fast ui bench docs docs-serve lock clean team-server team-server-stop search search-status search-dashboard
 
-setup: $(STAMP)
+setup: $(STAMP)  ## create .venv and install the pinned dependencies and the package (every target below does it first)
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -1,0 +1,120 @@
+"""The documentation's macros (mkdocs-macros-plugin, `make docs`): numbers from their committed sources,
+the params from params.yaml, the make targets from the Makefile, MLflow's metric names from the code.
+
+    {{ n("headline", "sample_fid", ".1f") }}        290.0, from metrics/headline.json
+    {{ source("bench") }}                           where and how benchmarks/results/bench.json was measured
+    {{ data("gallery").runs.beta20.active_units }}  any value, for tables built with Jinja loops
+    {{ param("train.beta") }}                       a default of params.yaml, as code
+    {{ params_table("train") }}                     a section of params.yaml: key, default, its comment
+    {{ make_targets() }}                            every make target with its ## comment
+    {{ metric_name("eval", "quality.samples.fid") }} the number's name in an MLflow run
+
+A missing source or key fails the build (on_error_fail), so a page cannot show a number its file lacks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import doc_numbers  # noqa: E402
+
+ROOT = doc_numbers.ROOT
+LINES_FILE = "MNIST_VAE_DOCS_LINES"  # if set, a JSON file to write each page's rendered line count to
+_lines: dict[str, int] = {}
+
+
+def fmt(value, spec: str = "") -> str:
+    return doc_numbers.formatted(value, spec)
+
+
+def n(source: str, key: str, spec: str = "") -> str:
+    return doc_numbers.number(source, key, spec)
+
+
+def data(source: str):
+    return doc_numbers.load(source)
+
+
+def source(name: str, key: str = "") -> str:
+    """One line: the results file, its date, machine and command."""
+    p = doc_numbers.provenance(name, key)
+    where = doc_numbers.path_of(name).relative_to(ROOT).as_posix()
+    load = f", load average {p['load_average'][0]}" if p.get("load_average") else ""
+    return (f"*Source: `{where}`, measured {p['date']} on {p['machine']}{load}, "
+            f"with `{p['command']}`.*")
+
+
+def param(key: str) -> str:
+    return f"`{_value(doc_numbers.lookup('params', key))}`"
+
+
+def _value(value) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str) and len(value) > 40:
+        return value[:24] + "…"
+    if value == "":
+        return '""'
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+
+def _comments() -> dict[str, str]:
+    """params.yaml's end-of-line comments by dotted key (two levels)."""
+    out, section = {}, None
+    for line in (ROOT / "params.yaml").read_text().splitlines():
+        found = re.match(r"^(\s*)([A-Za-z0-9_.]+):(?:[^#]*?)(?:\s+#\s*(.*))?$", line)
+        if not found:
+            continue
+        indent, key, comment = found.groups()
+        if not indent:
+            section = key
+            dotted = key
+        elif len(indent) == 2 and section:
+            dotted = f"{section}.{key}"
+        else:
+            continue
+        out[dotted] = comment or ""
+    return out
+
+
+def params_table(section: str) -> str:
+    values, comments = doc_numbers.load("params")[section], _comments()
+    rows = ["| key | default | what it does |", "|---|---|---|"]
+    for key, value in values.items():
+        text = comments.get(f"{section}.{key}", "").replace("|", "\\|")
+        rows.append(f"| `{section}.{key}` | `{_value(value)}` | {text} |")
+    return "\n".join(rows)
+
+
+def make_targets() -> str:
+    rows = ["| target | what it does |", "|---|---|"]
+    for line in (ROOT / "Makefile").read_text().splitlines():
+        found = re.match(r"^([a-z][a-z-]*):.*?##\s*(.*)$", line)
+        if found:
+            text = found.group(2).replace("|", "\\|")
+            rows.append(f"| `make {found.group(1)}` | {text} |")
+    return "\n".join(rows)
+
+
+def metric_name(prefix: str, key: str) -> str:
+    from mnist_vae.pipeline.run_page import metric_name as name
+
+    return f"`{name(prefix, key)}`"
+
+
+def define_env(env):
+    for macro in (fmt, n, data, source, param, params_table, make_targets, metric_name):
+        env.macro(macro)
+
+
+def on_post_page_macros(env):
+    """Each page's rendered Markdown line count, for the length test (tests/test_docs.py)."""
+    target = os.environ.get(LINES_FILE)
+    if target:
+        _lines[env.page.file.src_path] = len(env.markdown.splitlines())
+        Path(target).write_text(json.dumps(_lines, indent=1, sort_keys=True))
