@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import provenance
+
 
 def cpu_name() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
@@ -91,6 +93,7 @@ def main() -> None:
                                                               if Path(k) != Path("reports/progress")})
     with_images, without = log_time(result), log_time(plain)
     out = {
+        "provenance": provenance.block(),
         "cpu": cpu_name(), "threads": int(os.environ.get("OMP_NUM_THREADS", "0")) or None,
         "epochs": epochs, "train_seconds": train["total_time"],
         "frame_seconds": one_frame, "frames_taken": epochs + 1,

@@ -21,9 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import provenance
 import torch
 
-import provenance
 from mnist_vae.files import load_npz
 from mnist_vae.params import load_params
 from mnist_vae.vae import state as state_module

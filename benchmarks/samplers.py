@@ -17,6 +17,7 @@ import json
 import time
 from pathlib import Path
 
+import provenance
 import torch
 
 from mnist_vae.data.dequantize import to_pixel_scale
@@ -79,7 +80,8 @@ def main() -> None:
               f"| {d} | {r.get('fit_time', float('nan')):.1f} |")
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps({"rows": rows, "n_samples": p.n_samples, "seed": seed}, indent=2) + "\n")
+        out = {"provenance": provenance.block(), "rows": rows, "n_samples": p.n_samples, "seed": seed}
+        args.output.write_text(json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":

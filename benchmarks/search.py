@@ -20,7 +20,6 @@ quality sets. Prints a Markdown table, writes benchmarks/results/search.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -32,6 +31,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
+import provenance  # noqa: E402
 from run import machine  # noqa: E402
 from sweep import ENV, make_copy  # noqa: E402
 
@@ -134,8 +134,7 @@ def main() -> None:
               "direct_stage_s": direct, "direct_total_s": direct_total, "overhead_per_trial_s": overhead,
               "default_stage_s": args.default_stage_s,
               "overhead_vs_default": overhead / args.default_stage_s if args.default_stage_s else None}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    provenance.write("search", result)
     print(table(result))
 
 

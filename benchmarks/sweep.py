@@ -15,7 +15,6 @@ the table states the setting.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -27,6 +26,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
+import provenance  # noqa: E402
 from run import machine  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,8 +131,7 @@ def main() -> None:
         batches = [batch(copy, args.grid, int(j), seed, args.timeout)
                    for seed, j in enumerate(args.jobs.split(","), start=1)]
     result = {"machine": machine(), "grid": f"train.beta={args.grid}", "settings": settings, "batches": batches}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    provenance.write("sweep", result)
     print(table(result))
 
 

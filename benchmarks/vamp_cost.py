@@ -10,9 +10,9 @@ import sys
 import time
 
 import numpy as np
+import provenance
 import torch
 
-import provenance
 from mnist_vae.params import ModelParams, TrainParams
 from mnist_vae.vae import training
 from mnist_vae.vae.model import VAE
