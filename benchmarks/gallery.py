@@ -7,6 +7,11 @@ classifier are the project's own (data/, models/classifier.pt: run `make repro`,
 `dvc repro dequantize classifier`, first). One run at a time, with the threads OMP_NUM_THREADS allows.
 
     OMP_NUM_THREADS=1 python benchmarks/gallery.py [--runs beta20 collapse ...] [--keep DIR]
+    python benchmarks/gallery.py --baseline     # the healthy column: the committed baseline's figures
+
+`--baseline` trains nothing: it copies the figures of the committed baseline (reports/figures/ after
+`make repro`, whose numbers are metrics/headline.json and benchmarks/results/baseline.json) as
+docs/gallery/baseline-*.png.
 
 A figure over 150 kB is scaled down until it fits (the site ships them).
 """
@@ -32,19 +37,18 @@ ROOT = provenance.ROOT
 GALLERY = ROOT / "docs" / "gallery"
 LIMIT = 150_000  # bytes per image in docs/gallery
 COMMON = {"train.epochs": 10, "evaluate.iw_samples": 10}
-RUNS = {  # name -> (overrides, figures to keep; a name ending in '_epoch_' takes the run's progress frames)
-    "healthy": ({}, ["samples", "samples_gmm", "reconstructions", "training_curves", "progress/samples_epoch_",
-                     "progress/reconstructions_epoch_"]),
-    "beta20": ({"train.beta": 20.0}, ["samples", "samples_gmm", "reconstructions", "interpolation",
-                                      "latent_space", "training_curves", "reparameterization",
-                                      "samples_by_class", "class_histogram"]),
+RUNS = {  # name -> (overrides, figures kept: those docs/figures.md shows; '..._epoch_': the first and last frame)
+    "healthy": ({}, ["progress/samples_epoch_", "progress/reconstructions_epoch_"]),
+    "beta20": ({"train.beta": 20.0}, ["samples", "reconstructions", "latent_space", "class_histogram"]),
     "collapse": ({"model.likelihood": "gaussian", "model.gaussian_sigma": 10.0},
                  ["samples", "samples_gmm", "reconstructions", "interpolation", "latent_space", "training_curves",
-                  "reparameterization", "samples_by_class", "class_histogram"]),
+                  "reparameterization", "class_histogram"]),
     "latent2": ({"model.latent_dim": 2}, ["manifold", "latent_space"]),
-    "vamp": ({"model.prior": "vamp"}, ["pseudo_inputs", "samples"]),
+    "vamp": ({"model.prior": "vamp"}, ["pseudo_inputs"]),
 }
 STAGES = ["train", "sampler", "evaluate", "render"]
+BASELINE = ["samples", "samples_prior_vs_gmm", "reconstructions", "interpolation", "latent_space", "reparameterization",
+            "training_curves", "samples_by_class", "class_histogram"]  # the committed baseline's figures shown
 
 
 def with_overrides(params: dict, overrides: dict) -> dict:
@@ -111,11 +115,20 @@ def run(name: str, scratch: Path) -> dict:
             "seconds": round(time.time() - start), "figures": copied, **numbers(folder)}
 
 
+def copy_baseline() -> None:
+    GALLERY.mkdir(parents=True, exist_ok=True)
+    for figure in BASELINE:
+        shrink(ROOT / "reports" / "figures" / f"{figure}.png", GALLERY / f"baseline-{figure}.png")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
     parser.add_argument("--keep", type=Path, help="scratch folder to keep the runs in (default: a temporary one)")
+    parser.add_argument("--baseline", action="store_true", help="only copy the committed baseline's figures")
     args = parser.parse_args()
+    if args.baseline:
+        return copy_baseline()
     out_path = provenance.RESULTS / "gallery.json"
     results = json.loads(out_path.read_text()) if out_path.exists() else {"runs": {}}
     scratch = args.keep or Path(tempfile.mkdtemp(prefix="gallery-"))
