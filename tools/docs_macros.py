@@ -5,9 +5,12 @@ the params from params.yaml, the make targets from the Makefile, MLflow's metric
     {{ source("bench") }}                           where and how benchmarks/results/bench.json was measured
     {{ data("gallery").runs.beta20.active_units }}  any value, for tables built with Jinja loops
     {{ param("train.beta") }}                       a default of params.yaml, as code
-    {{ params_table("train") }}                     a section of params.yaml: key, default, its comment
+    {{ params_table("train") }}                     sections of params.yaml: key, default, its comment
     {{ make_targets() }}                            every make target with its ## comment
     {{ metric_name("eval", "quality.samples.fid") }} the number's name in an MLflow run
+    {{ headline_table() }}                          metrics/headline.json's columns and their sources
+    {{ stages_table({"train": "...", ...}) }}       dvc.yaml's stages, their params and outputs
+    {{ markers_table() }}                           the test tiers' markers from pyproject.toml
 
 A missing source or key fails the build (on_error_fail), so a page cannot show a number its file lacks.
 """
@@ -82,12 +85,16 @@ def _comments() -> dict[str, str]:
     return out
 
 
-def params_table(section: str) -> str:
-    values, comments = doc_numbers.load("params")[section], _comments()
+def params_table(*sections: str) -> str:
+    """One table of params.yaml's keys in `sections`: key, default, its comment."""
+    params, comments = doc_numbers.load("params"), _comments()
     rows = ["| key | default | what it does |", "|---|---|---|"]
-    for key, value in values.items():
-        text = comments.get(f"{section}.{key}", "").replace("|", "\\|")
-        rows.append(f"| `{section}.{key}` | `{_value(value)}` | {text} |")
+    for section in sections:
+        values = params[section] if isinstance(params[section], dict) else {None: params[section]}
+        for key, value in values.items():
+            dotted = f"{section}.{key}" if key else section
+            text = comments.get(dotted, "").replace("|", "\\|")
+            rows.append(f"| `{dotted}` | `{_value(value)}` | {text} |")
     return "\n".join(rows)
 
 
@@ -101,6 +108,51 @@ def make_targets() -> str:
     return "\n".join(rows)
 
 
+def _shown(value) -> str:
+    if isinstance(value, int):
+        return str(value)
+    return fmt(value, ".2f" if abs(value) >= 1 else ".4f")
+
+
+def headline_table() -> str:
+    """metrics/headline.json's columns: where each is copied from (pipeline/headline.py), the baseline's value."""
+    from mnist_vae.pipeline.headline import HEADLINE
+
+    values = doc_numbers.load("headline")
+    rows = ["| column | copied from | committed baseline |", "|---|---|---|"]
+    for name, number in HEADLINE.items():
+        shown = _shown(values[name]) if name in values else "(absent under the default params)"
+        rows.append(f"| `{name}` | `{number.file}`: `{number.key}` | {shown} |")
+    return "\n".join(rows)
+
+
+def stages_table(what: dict) -> str:
+    """dvc.yaml's stages: what each does (`what`, by stage), the params it reads, the outputs it writes."""
+    import yaml
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    if set(what) != set(stages):
+        raise ValueError(f"stages_table: describe exactly dvc.yaml's stages {sorted(stages)}, got {sorted(what)}")
+    rows = ["| stage | what it does | params it reads | writes |", "|---|---|---|---|"]
+    for name, stage in stages.items():
+        params = ", ".join(f"`{p}`" for p in stage.get("params", [])) or "none"
+        outs = [next(iter(o)) if isinstance(o, dict) else o for o in stage.get("outs", []) + stage.get("metrics", [])]
+        rows.append(f"| `{name}` | {what[name]} | {params} | {', '.join(f'`{o}`' for o in outs) or 'the MLflow store'} |")
+    return "\n".join(rows)
+
+
+def markers_table() -> str:
+    """The test tiers' markers, as pyproject.toml declares them."""
+    import tomllib
+
+    markers = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["markers"]
+    rows = ["| marker | what its tests need |", "|---|---|"]
+    for line in markers:
+        name, text = line.split(":", 1)
+        rows.append(f"| `{name}` | {text.strip()} |")
+    return "\n".join(rows)
+
+
 def metric_name(prefix: str, key: str) -> str:
     from mnist_vae.pipeline.run_page import metric_name as name
 
@@ -108,8 +160,13 @@ def metric_name(prefix: str, key: str) -> str:
 
 
 def define_env(env):
-    for macro in (fmt, n, data, source, param, params_table, make_targets, metric_name):
+    for macro in (fmt, n, data, source, param, params_table, make_targets, metric_name, headline_table, stages_table, markers_table):
         env.macro(macro)
+
+
+def on_pre_page_macros(env):
+    """A line holding only a {% block tag %} renders as no line at all (Jinja's trim_blocks, lstrip_blocks)."""
+    env.env.trim_blocks = env.env.lstrip_blocks = True
 
 
 def on_post_page_macros(env):
