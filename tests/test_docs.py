@@ -1,8 +1,11 @@
-"""The documentation: the MkDocs site builds in strict mode (a broken link fails it), and README.md
-stays a short page whose relative links all name files that exist."""
+"""The documentation: the MkDocs site builds in strict mode (a broken link or anchor fails it), its pages and
+README.md stay within their lengths, README's links and anchors into the site resolve, and every measured
+number comes from its committed source: generated into the pages by tools/docs_macros.py, and checked
+against its file for README.md (which GitHub shows raw)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -10,14 +13,28 @@ import subprocess
 import sys
 from pathlib import Path
 
+import doc_numbers
 import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]  # tests/ is one below the repository's root
-README_MAX_LINES = 250
+README_MAX_LINES = 200
+PAGE_MAX_LINES = 250
+DOCS_MAX_LINES = 1500
 LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")  # [text](target "title"), ![alt](target)
 FENCE = re.compile(r"^```.*?^```", re.S | re.M)
 EXTERNAL_ASSET = re.compile(r"<(?:script|link|img|iframe)\b[^>]*\b(?:src|href)=\"(?:https?:)?//", re.I)
+DECIMAL = re.compile(r"(?<![\w.])\d+\.\d+(?![\w.])")
+# decimals the pages may write by hand: none of them is a measurement (page -> number -> what it is)
+NOT_MEASURED = {
+    "index.md": {"3.11": "the Python version"},
+    "compare.md": {"4.0": "a value of train.beta", "1.0": "train.beta's default"},
+    "use.md": {"1.0": "the temperature's default"},
+    "models.md": {"0.5": "a value of train.beta"},
+    "pipeline.md": {"0.5": "half a grey level, in the dequantization's formulas"},
+    "paper.md": {"0.001": "the paper's learning rate"},
+    "evaluation.md": {"2.303": "ln 10"}, "figures.md": {"2.303": "ln 10"}, "samplers.md": {"2.303": "ln 10"},
+}
 
 
 def nav_pages(nav) -> list[str]:
@@ -29,17 +46,22 @@ def nav_pages(nav) -> list[str]:
     return pages
 
 
-def build(project: Path, site: Path) -> subprocess.CompletedProcess:
+def build(project: Path, site: Path, lines: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    if lines:
+        env["MNIST_VAE_DOCS_LINES"] = str(lines)  # tools/docs_macros.py writes each page's rendered length there
     return subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file",
                            str(project / "mkdocs.yml"), "--site-dir", str(site)],
-                          capture_output=True, text=True, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"}, timeout=600)
+                          capture_output=True, text=True, env=env, timeout=600)
 
 
 def copy_project(tmp_path: Path) -> Path:
-    """mkdocs.yml and docs/ in a folder of their own, to break without touching the repository."""
+    """What the site is built from, in a folder of its own, to break without touching the repository."""
     project = tmp_path / "project"
-    shutil.copytree(ROOT / "docs", project / "docs")
-    shutil.copy2(ROOT / "mkdocs.yml", project / "mkdocs.yml")
+    for folder in ("docs", "tools", "metrics", "benchmarks/results"):
+        shutil.copytree(ROOT / folder, project / folder)
+    for name in ("mkdocs.yml", "params.yaml", "dvc.yaml", "Makefile", "pyproject.toml"):
+        shutil.copy2(ROOT / name, project / name)
     return project
 
 
@@ -64,10 +86,53 @@ def broken_links(markdown: str, base: Path) -> list[str]:
     return [t for t in relative_links(markdown) if not (base / t.split("#", 1)[0]).exists()]
 
 
+def dead_anchors(markdown: str, site: Path) -> list[str]:
+    """The links into docs/ whose page or anchor the built site lacks (docs/x.md#a -> an id="a" in site/x.html)."""
+    dead = []
+    for target in relative_links(markdown):
+        page, _, anchor = target.partition("#")
+        if not page.startswith("docs/") or not page.endswith(".md"):
+            continue
+        html = site / (page[len("docs/"):-3] + ".html")
+        if not html.is_file() or (anchor and f'id="{anchor}"' not in html.read_text()):
+            dead.append(target)
+    return dead
+
+
+def prose(markdown: str) -> str:
+    """The text a reader reads as written: no code, no macros, no comments, no link targets."""
+    text = FENCE.sub("", markdown)
+    text = re.sub(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", "", text, flags=re.S)
+    text = re.sub(r"`[^`\n]*`|<!--.*?-->|<https?://[^>]*>", "", text, flags=re.S)
+    return re.sub(r"\]\([^)]*\)", "]", text)
+
+
+def hand_typed_numbers(page: str, markdown: str) -> list[str]:
+    """Decimals written by hand in a page (not generated from a source), other than NOT_MEASURED's."""
+    return [d for d in DECIMAL.findall(prose(markdown)) if d not in NOT_MEASURED.get(page, {})]
+
+
+def unmarked_readme_numbers(markdown: str) -> list[str]:
+    """Decimals in README.md's prose that no <!--n ...--> marker names a source for (the Python version aside)."""
+    unmarked = re.sub(doc_numbers.MARKED, "", FENCE.sub("", markdown))
+    unmarked = re.sub(r"`[^`\n]*`", "", unmarked)
+    return [d for d in DECIMAL.findall(unmarked) if d != "3.11"]
+
+
+def wrong_numbers(markdown: str) -> list[str]:
+    """One line per marked number that differs from its source."""
+    return [f"{written} != {expected}: the number marked <!--n {source} {key} {spec}--> differs from "
+            f"{doc_numbers.path_of(source).relative_to(ROOT)}"
+            for written, expected, source, key, spec in doc_numbers.marked_numbers(markdown) if written != expected]
+
+
+# --------------------------------------------------------------------------- the site
+
+
 @pytest.mark.process  # mkdocs build
-def test_the_site_builds_strictly_with_every_page_of_the_nav(tmp_path):
-    site = tmp_path / "site"
-    done = build(ROOT, site)
+def test_the_site_builds_strictly_with_every_page_of_the_nav_and_each_page_within_its_length(tmp_path):
+    site, lines = tmp_path / "site", tmp_path / "lines.json"
+    done = build(ROOT, site, lines)
     assert done.returncode == 0, done.stdout + done.stderr
     config = yaml.safe_load((ROOT / "mkdocs.yml").read_text())
     assert config["strict"] is True and config["theme"]["font"] is False
@@ -78,6 +143,13 @@ def test_the_site_builds_strictly_with_every_page_of_the_nav(tmp_path):
         assert html.is_file(), page
         # offline: no script, stylesheet, font or image is fetched from another host
         assert not EXTERNAL_ASSET.search(html.read_text()), page
+    rendered = json.loads(lines.read_text())  # each page's Markdown after the macros: generated tables included
+    assert sorted(rendered) == sorted(pages)
+    too_long = {page: n for page, n in rendered.items() if n > PAGE_MAX_LINES}
+    assert not too_long, f"pages over {PAGE_MAX_LINES} lines: {too_long}"
+    assert sum(rendered.values()) <= DOCS_MAX_LINES, f"docs/ renders to {sum(rendered.values())} lines: {rendered}"
+    # README's links into the site name pages and anchors that exist
+    assert dead_anchors((ROOT / "README.md").read_text(), site) == []
 
 
 @pytest.mark.process  # mkdocs build
@@ -93,6 +165,51 @@ def test_a_broken_link_a_missing_anchor_or_a_page_left_out_of_the_nav_fails_the_
         assert any(culprit in line for line in warnings), warnings
 
 
+@pytest.mark.process  # mkdocs build
+def test_a_number_whose_source_lacks_it_fails_the_build(tmp_path):
+    project = copy_project(tmp_path)
+    headline = project / "metrics" / "headline.json"
+    numbers = json.loads(headline.read_text())
+    del numbers["sample_fid"]
+    headline.write_text(json.dumps(numbers))
+    done = build(project, tmp_path / "site")
+    assert done.returncode != 0
+    assert "sample_fid" in done.stdout + done.stderr
+
+
+def test_each_page_and_all_of_docs_stay_within_their_lengths_as_written():
+    lengths = {p.name: len(p.read_text().splitlines()) for p in (ROOT / "docs").rglob("*.md")}
+    assert max(lengths.values()) <= PAGE_MAX_LINES, lengths
+    assert sum(lengths.values()) <= DOCS_MAX_LINES, lengths
+
+
+def test_no_page_types_a_measured_number_by_hand():
+    found = {p.name: hand_typed_numbers(p.name, p.read_text()) for p in (ROOT / "docs").rglob("*.md")}
+    assert {page: numbers for page, numbers in found.items() if numbers} == {}
+
+
+def test_the_hand_typed_number_check_finds_one():
+    page = "The FID is 290.0 here, {{ n('headline', 'sample_fid', '.1f') }} there, `0.25` in code, and ln 10 = 2.303.\n"
+    assert hand_typed_numbers("samplers.md", page) == ["290.0"]
+
+
+def test_every_gallery_image_is_shown_and_small():
+    shown = set(re.findall(r"\(gallery/([^)]+)\)", (ROOT / "docs" / "figures.md").read_text()))
+    images = {p.name: p.stat().st_size for p in (ROOT / "docs" / "gallery").glob("*.png")}
+    assert sorted(images) == sorted(shown)
+    assert {name: size for name, size in images.items() if size > 150_000} == {}
+
+
+def test_every_results_file_says_when_where_and_how_it_was_measured():
+    for path in sorted((ROOT / "benchmarks" / "results").glob("*.json")):
+        provenance = json.loads(path.read_text()).get("provenance", {})
+        missing = [k for k in ("date", "machine", "command") if not provenance.get(k)]
+        assert not missing, f"{path.name}: provenance lacks {missing}"
+
+
+# --------------------------------------------------------------------------- README.md
+
+
 def test_the_readme_is_short_and_names_the_two_commands():
     text = (ROOT / "README.md").read_text()
     assert len(text.splitlines()) <= README_MAX_LINES
@@ -106,6 +223,24 @@ def test_every_relative_link_in_the_readme_names_an_existing_file():
     assert broken_links(text, ROOT) == []
 
 
+def test_every_number_in_the_readme_equals_its_source():
+    text = (ROOT / "README.md").read_text()
+    assert len(doc_numbers.marked_numbers(text)) >= 5
+    assert wrong_numbers(text) == []
+
+
+def test_every_measured_number_in_the_readme_names_its_source():
+    assert unmarked_readme_numbers((ROOT / "README.md").read_text()) == []
+
+
+def test_the_number_check_finds_a_number_that_differs_from_its_source():
+    right = doc_numbers.number("headline", "sample_fid", ".1f")
+    assert wrong_numbers(f"FID {right}<!--n headline sample_fid .1f-->") == []
+    [problem] = wrong_numbers("FID 1.0<!--n headline sample_fid .1f-->")
+    assert problem.startswith(f"1.0 != {right}") and "metrics/headline.json" in problem
+    assert unmarked_readme_numbers("FID 290.0, Python 3.11") == ["290.0"]
+
+
 def test_the_link_check_finds_a_broken_link(tmp_path):
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "here.md").write_text("# here\n")
@@ -113,3 +248,9 @@ def test_the_link_check_finds_a_broken_link(tmp_path):
             "[anchor](#quick-start) [mail](mailto:a@b.c)\n```\n[in code](docs/not-a-link.md)\n```\n")
     assert relative_links(text) == ["docs/here.md#a-section", "docs/here.md", "docs/gone.md"]
     assert broken_links(text, tmp_path) == ["docs/gone.md"]
+
+
+def test_the_anchor_check_finds_a_dead_anchor_and_a_missing_page(tmp_path):
+    (tmp_path / "here.html").write_text('<h2 id="a-section">A section</h2>')
+    text = "[ok](docs/here.md#a-section) [top](docs/here.md) [dead](docs/here.md#gone) [no page](docs/gone.md)"
+    assert dead_anchors(text, tmp_path) == ["docs/here.md#gone", "docs/gone.md"]
