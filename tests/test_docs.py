@@ -99,6 +99,19 @@ def dead_anchors(markdown: str, site: Path) -> list[str]:
     return dead
 
 
+def github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a Markdown heading: lower case, punctuation dropped, spaces as hyphens."""
+    text = re.sub(r"`|\*\*|\[([^\]]*)\]\([^)]*\)", r"\1", heading.strip().lower())
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def dead_own_anchors(markdown: str) -> list[str]:
+    """The links of a Markdown text to its own headings (#a-heading) that name no heading of it."""
+    body = FENCE.sub("", markdown)
+    anchors = {github_anchor(h) for h in re.findall(r"^#{1,6}\s+(.+?)\s*#*$", body, re.M)}
+    return [t for t in LINK.findall(body) if t.startswith("#") and t[1:] not in anchors]
+
+
 def prose(markdown: str) -> str:
     """The text a reader reads as written: no code, no macros, no comments, no link targets."""
     text = FENCE.sub("", markdown)
@@ -221,6 +234,7 @@ def test_every_relative_link_in_the_readme_names_an_existing_file():
     links = relative_links(text)
     assert any(t.startswith("docs/") for t in links)  # the README links into the documentation
     assert broken_links(text, ROOT) == []
+    assert dead_own_anchors(text) == []  # and its links to its own sections name a heading
 
 
 def test_every_number_in_the_readme_equals_its_source():
@@ -248,6 +262,11 @@ def test_the_link_check_finds_a_broken_link(tmp_path):
             "[anchor](#quick-start) [mail](mailto:a@b.c)\n```\n[in code](docs/not-a-link.md)\n```\n")
     assert relative_links(text) == ["docs/here.md#a-section", "docs/here.md", "docs/gone.md"]
     assert broken_links(text, tmp_path) == ["docs/gone.md"]
+
+
+def test_the_own_anchor_check_finds_a_link_to_a_missing_heading():
+    text = "# mnist-vae\n\n## Change a param, and `compare`\n\n[ok](#change-a-param-and-compare) [gone](#quick-start)\n"
+    assert dead_own_anchors(text) == ["#quick-start"]
 
 
 def test_the_anchor_check_finds_a_dead_anchor_and_a_missing_page(tmp_path):
