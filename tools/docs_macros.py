@@ -93,7 +93,7 @@ def params_table(*sections: str) -> str:
         values = params[section] if isinstance(params[section], dict) else {None: params[section]}
         for key, value in values.items():
             dotted = f"{section}.{key}" if key else section
-            text = comments.get(dotted, "").replace("|", "\\|")
+            text = comments.get(dotted, "").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
             rows.append(f"| `{dotted}` | `{_value(value)}` | {text} |")
     return "\n".join(rows)
 
