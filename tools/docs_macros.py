@@ -47,7 +47,9 @@ def source(name: str, key: str = "") -> str:
     """One line: the results file, its date, machine and command."""
     p = doc_numbers.provenance(name, key)
     where = doc_numbers.path_of(name).relative_to(ROOT).as_posix()
-    load = f", load average {p['load_average'][0]}" if p.get("load_average") else ""
+    average = p.get("load_average") or []  # [low, high] as recorded by hand, or uptime's 1-, 5- and 15-minute values
+    load = f", load average {average[0]}–{average[1]}" if len(average) == 2 else (
+        f", load average {average[0]}" if average else "")
     return (f"*Source: `{where}`, measured {p['date']} on {p['machine']}{load}, "
             f"with `{p['command']}`.*")
 
