@@ -30,8 +30,7 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
-import subprocess  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -46,18 +45,11 @@ from mnist_vae.vae import samplers  # noqa: E402
 from mnist_vae.vae.model import load_checkpoint  # noqa: E402
 from mnist_vae.vae.samplers import choice  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).parent))
+import provenance  # noqa: E402
+
 torch.set_num_threads(1)
 SEED = 0  # the pipeline's default seed: the fit's, the prior's draws and the fitted sampler's draws
-
-
-def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in subprocess.run(["lscpu"], capture_output=True, text=True)
-                .stdout.splitlines() if line.startswith("Model name")), platform.processor())
-    import sklearn
-
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "sklearn": sklearn.__version__, "python": platform.python_version(),
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
 def scores_of(digits, images, f_test, p) -> dict:
@@ -129,7 +121,8 @@ def main() -> None:
     if args.table:
         print(table(results, f"{args.temperatures[0]:g}"))
         return
-    results["machine"] = machine()
+    results.pop("machine", None)
+    results = {"provenance": provenance.block(), **{k: v for k, v in results.items() if k != "provenance"}}
     digits = classifier.load(args.classifier)
     f_test, _ = classifier.predict(digits, classifier.scale_pixels(load_npz(args.data / "raw/mnist.npz", ("x_test",))["x_test"]))
     for spec in args.model:
