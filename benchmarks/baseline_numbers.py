@@ -23,7 +23,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).parent))
 import provenance  # noqa: E402
 
-MODELS = ["models/vae.pt", "models/sampler.pt", "models/classifier.pt"]
+MODELS = ["models/vae.pt", "models/sampler.pt", "models/classifier.pt", "models/best_sampler.json"]
 
 
 def locked_md5s(lock: Path) -> dict[str, str]:
@@ -58,14 +58,19 @@ def main() -> None:
         "mutual_info": ev["posterior"]["mutual_info"],
         "latent_dim": len(ev["posterior"]["kl_per_dim"]),
         "reference": {k: q["reference"][k] for k in ("fid", "precision", "recall")},
-        "prior": {"class_entropy": q["class_coverage"]["entropy"],
+        "prior": {**{k: q["samples"][k] for k in ("fid", "precision", "recall")},
+                  "class_entropy": q["class_coverage"]["entropy"],
                   "mean_confidence": q["class_coverage"]["mean_confidence"],
                   "test_code_log_density": q["code_log_density"]["prior"]},
-        "gmm": {"class_entropy": q["samplers"]["gmm"]["class_coverage"]["entropy"],
+        "gmm": {**{k: q["samplers"]["gmm"]["samples"][k] for k in ("fid", "precision", "recall")},
+                "temperature": q["samplers"]["gmm"]["temperature"],
+                "class_entropy": q["samplers"]["gmm"]["class_coverage"]["entropy"],
                 "mean_confidence": q["samplers"]["gmm"]["class_coverage"]["mean_confidence"],
                 "test_code_log_density": q["code_log_density"]["gmm"],
                 **{k: sampler["samplers"]["gmm"][k] for k in ("components", "n_iter", "fit_time", "fit_cpu_time")},
-                "n_codes": sampler["n_codes"], "fit_on": sampler["fit_on"]},
+                "n_codes": sampler["n_codes"], "held_out": sampler["held_out"], "fit_on": sampler["fit_on"]},
+        "floor": {k: q["floor"][k] for k in ("fid", "precision", "recall", "n")},
+        "best": {k: q["best"][k] for k in ("sampler", "temperature", "fid")},
         "seconds": {"classifier": clf["train_time"], "classifier_threads": clf["threads"],
                     "train": train["total_time"], "train_mean_epoch": train["mean_epoch_time"],
                     "sampler": sampler["stage_time"], "evaluate": ev["eval_time"] + ev["quality_time"]},
