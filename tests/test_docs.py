@@ -33,7 +33,8 @@ NOT_MEASURED = {
     "models.md": {"0.5": "a value of train.beta"},
     "pipeline.md": {"0.5": "half a grey level, in the dequantization's formulas"},
     "paper.md": {"0.001": "the paper's learning rate"},
-    "evaluation.md": {"2.303": "ln 10"}, "figures.md": {"2.303": "ln 10"}, "samplers.md": {"2.303": "ln 10"},
+    "evaluation.md": {"2.303": "ln 10"}, "figures.md": {"2.303": "ln 10"},
+    "samplers.md": {"2.303": "ln 10", "0.95": "a value of sampler.temperature", "0.3": "a kernel bandwidth's factor"},
 }
 
 
@@ -253,6 +254,21 @@ def test_the_number_check_finds_a_number_that_differs_from_its_source():
     [problem] = wrong_numbers("FID 1.0<!--n headline sample_fid .1f-->")
     assert problem.startswith(f"1.0 != {right}") and "metrics/headline.json" in problem
     assert unmarked_readme_numbers("FID 290.0, Python 3.11") == ["290.0"]
+
+
+def test_a_key_may_name_a_field_that_holds_a_dot(monkeypatch, tmp_path):
+    (tmp_path / "temps.json").write_text('{"gmm": {"0.95": {"fid": 13.1}, "1": {"fid": 14.6}}, "rows": [{"a": 2}]}')
+    monkeypatch.setattr(doc_numbers, "ROOT", tmp_path)
+    monkeypatch.setattr(doc_numbers, "path_of", lambda source: tmp_path / f"{source}.json")
+    doc_numbers.load.cache_clear()
+    try:
+        assert doc_numbers.number("temps", "gmm.0.95.fid", ".1f") == "13.1"
+        assert doc_numbers.number("temps", "gmm.1.fid", ".1f") == "14.6"
+        assert doc_numbers.number("temps", "rows.0.a") == "2"
+        with pytest.raises(KeyError, match="gmm.0.9.fid"):
+            doc_numbers.lookup("temps", "gmm.0.9.fid")
+    finally:
+        doc_numbers.load.cache_clear()
 
 
 def test_the_link_check_finds_a_broken_link(tmp_path):

@@ -47,8 +47,12 @@ def load(source: str) -> Any:
 
 
 def lookup(source: str, key: str) -> Any:
-    value = load(source)
-    for part in key.split("."):
+    """The value at a dotted key; a name that holds a dot itself ("0.95") is found as one part too."""
+    value, parts = load(source), key.split(".")
+    while parts:
+        part = parts.pop(0)
+        while isinstance(value, dict) and part not in value and parts:
+            part += "." + parts.pop(0)  # "0" then "95": the name "0.95"
         try:
             value = value[int(part)] if isinstance(value, list) else value[part]
         except (KeyError, IndexError, ValueError):
