@@ -44,9 +44,12 @@ def data(source: str):
 
 
 def source(name: str, key: str = "") -> str:
-    """One line: the results file, its date, machine and command."""
+    """One line: the results file, its date, machine and command (or, where its provenance is not a plain date,
+    machine and command, a pointer to it)."""
     p = doc_numbers.provenance(name, key)
     where = doc_numbers.path_of(name).relative_to(ROOT).as_posix()
+    if not all(isinstance(p.get(k), str) for k in ("date", "machine", "command")) or len(p["date"]) > 40:
+        return f"*Source: `{where}`; its `provenance` says when, where and how it was measured.*"
     average = p.get("load_average") or []  # [low, high] as recorded by hand, or uptime's 1-, 5- and 15-minute values
     load = f", load average {average[0]}–{average[1]}" if len(average) == 2 else (
         f", load average {average[0]}" if average else "")
