@@ -7,11 +7,11 @@ classifier are the project's own (data/, models/classifier.pt: run `make repro`,
 `dvc repro dequantize classifier`, first). One run at a time, with the threads OMP_NUM_THREADS allows.
 
     OMP_NUM_THREADS=1 python benchmarks/gallery.py [--runs beta20 collapse ...] [--keep DIR]
-    python benchmarks/gallery.py --baseline     # the healthy column: the committed baseline's figures
+    python benchmarks/gallery.py --baseline [--project DIR]   # the healthy column: the committed baseline's figures
 
-`--baseline` trains nothing: it copies the figures of the committed baseline (reports/figures/ after
-`make repro`, whose numbers are metrics/headline.json and benchmarks/results/baseline.json) as
-docs/gallery/baseline-*.png.
+`--baseline` trains nothing: it copies the figures of the committed baseline (reports/figures/ of a project
+after `make repro`, whose numbers are metrics/headline.json and benchmarks/results/baseline.json) as
+docs/gallery/baseline-*.png, after checking that they are the very files dvc.lock records.
 
 A figure over 150 kB is scaled down until it fits (the site ships them).
 """
@@ -19,6 +19,7 @@ A figure over 150 kB is scaled down until it fits (the site ships them).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 import subprocess
@@ -115,10 +116,21 @@ def run(name: str, scratch: Path) -> dict:
             "seconds": round(time.time() - start), "figures": copied, **numbers(folder)}
 
 
-def copy_baseline() -> None:
+def copy_baseline(project: Path) -> None:
+    """The committed baseline's figures from `project`'s reports/figures, checked against dvc.lock's record."""
+    lock = yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"]["render"]["outs"]
+    digest = next(o["md5"] for o in lock if o["path"] == "reports/figures").removesuffix(".dir")
+    manifest = project / ".dvc" / "cache" / "files" / "md5" / digest[:2] / f"{digest[2:]}.dir"
+    figures = project / "reports" / "figures"
+    if manifest.is_file():
+        for entry in json.loads(manifest.read_text()):
+            if hashlib.md5((figures / entry["relpath"]).read_bytes()).hexdigest() != entry["md5"]:
+                sys.exit(f"gallery: {figures / entry['relpath']} is not the committed baseline's (dvc.lock)")
+    else:
+        sys.exit(f"gallery: {manifest} is missing: run `make repro` in {project} first")
     GALLERY.mkdir(parents=True, exist_ok=True)
     for figure in BASELINE:
-        shrink(ROOT / "reports" / "figures" / f"{figure}.png", GALLERY / f"baseline-{figure}.png")
+        shrink(figures / f"{figure}.png", GALLERY / f"baseline-{figure}.png")
 
 
 def main() -> None:
@@ -126,9 +138,10 @@ def main() -> None:
     parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
     parser.add_argument("--keep", type=Path, help="scratch folder to keep the runs in (default: a temporary one)")
     parser.add_argument("--baseline", action="store_true", help="only copy the committed baseline's figures")
+    parser.add_argument("--project", type=Path, default=ROOT, help="--baseline: the project to copy them from")
     args = parser.parse_args()
     if args.baseline:
-        return copy_baseline()
+        return copy_baseline(args.project)
     out_path = provenance.RESULTS / "gallery.json"
     results = json.loads(out_path.read_text()) if out_path.exists() else {"runs": {}}
     scratch = args.keep or Path(tempfile.mkdtemp(prefix="gallery-"))
