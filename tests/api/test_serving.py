@@ -13,9 +13,9 @@ import urllib.request
 
 import numpy as np
 import pytest
+import stage_deps as imports
 import torch
 
-import stage_deps as imports
 from mnist_vae import load, preprocess
 from mnist_vae.api import serving
 from mnist_vae.api import tasks as inference

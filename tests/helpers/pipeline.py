@@ -71,18 +71,11 @@ def build_repo(root: Path) -> Path:
         if (REPO / rel).is_file() and rel != "dvc.lock":
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / rel, root / rel)
-    # start from the schema's defaults (the notebook's set-up), not from whatever the developer's
-    # params.yaml holds right now (after `dvc exp run -S ...` it holds that experiment's values)
-    (root / "params.yaml").write_text(yaml.safe_dump(Params().model_dump(), sort_keys=False))
-    set_params(
+    write_small_params(
         root,
-        data={"source": "file", "path": str(FIXTURE), "sha256": fixture_digests()},
         train={"epochs": 3, "batch_size": 64},
         evaluate={"iw_samples": 10, "train_slice": 200, "mi_examples": 100},
         render={"latent_points": 200, "samples_grid": 4},
-        classifier={"epochs": 4, "batch_size": 32, "threads": 1},
-        quality={"n_samples": 200, "n_reference": 200, "probe_max_iter": 50},
-        sampler={"gmm_components": 5, "held_out": 200},
         tracking={"experiment": "pipeline-test", "registered_model": "pipeline-vae"},
     )
     sh("git", "init", "-q", cwd=root)
@@ -91,6 +84,17 @@ def build_repo(root: Path) -> Path:
     assert ran_stages(out) == STAGES, out
     commit(root, "baseline")
     return root
+
+
+def write_small_params(root: Path, **sections) -> None:
+    """root/params.yaml for a project on the fixture digits: the schema's defaults (the notebook's set-up, not
+    whatever the developer's params.yaml holds right now, e.g. an experiment's values after `dvc exp run -S`),
+    the fixture as the data, a small classifier, quality scoring and sampler fit, then `sections`."""
+    (root / "params.yaml").write_text(yaml.safe_dump(Params().model_dump(), sort_keys=False))
+    set_params(root, data={"source": "file", "path": str(FIXTURE), "sha256": fixture_digests()},
+               classifier={"epochs": 4, "batch_size": 32, "threads": 1},
+               quality={"n_samples": 200, "n_reference": 200, "probe_max_iter": 50},
+               sampler={"gmm_components": 5, "held_out": 200}, **sections)
 
 
 def client(root: Path):

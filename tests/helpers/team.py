@@ -12,11 +12,9 @@ import types
 from pathlib import Path
 
 import pytest
-import yaml
 
-from helpers.pipeline import FIXTURE, REPO, fixture_digests, set_params, sh
+from helpers.pipeline import REPO, sh, write_small_params
 from mnist_vae.ops.team_server import INSTALL_HINT, Credentials, TeamServer, find_pg_bin, free_port
-from mnist_vae.params import Params
 
 
 def require_postgres() -> None:
@@ -112,15 +110,10 @@ def team_project(team, tmp_path_factory):
             (seed / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / rel, seed / rel)
     experiment, model = "team-" + secrets.token_hex(3), "team-vae-" + secrets.token_hex(3)
-    (seed / "params.yaml").write_text(yaml.safe_dump(Params().model_dump(), sort_keys=False))
-    set_params(seed, data={"source": "file", "path": str(FIXTURE), "sha256": fixture_digests()},
-               train={"epochs": 2, "batch_size": 64},
-               evaluate={"iw_samples": 5, "train_slice": 100, "mi_examples": 50},
-               render={"latent_points": 100, "samples_grid": 3},
-               classifier={"epochs": 4, "batch_size": 32, "threads": 1},
-               quality={"n_samples": 200, "n_reference": 200, "probe_max_iter": 50},
-               sampler={"gmm_components": 5, "held_out": 200},
-               tracking={"experiment": experiment, "registered_model": model})
+    write_small_params(seed, train={"epochs": 2, "batch_size": 64},
+                       evaluate={"iw_samples": 5, "train_slice": 100, "mi_examples": 50},
+                       render={"latent_points": 100, "samples_grid": 3},
+                       tracking={"experiment": experiment, "registered_model": model})
     remote.mkdir()
     sh("git", "init", "-q", "-b", "main", cwd=seed)
     sh("dvc", "remote", "add", "-d", "shared", str(remote), cwd=seed)

@@ -23,8 +23,8 @@ from mnist_vae.pipeline import tracking
 from mnist_vae.report import progress
 from mnist_vae.report.canvas import save_grid
 from mnist_vae.vae import samplers
-from mnist_vae.vae.samplers import choice
 from mnist_vae.vae.model import VAE, load_checkpoint, save_checkpoint
+from mnist_vae.vae.samplers import choice
 
 HISTORY = [
     {"epoch": 1, "train_total": 200.0, "train_rec": 190.0, "train_kl": 10.0, "epoch_time": 2.0, "time": 1_700_000_002.5},

@@ -5,7 +5,6 @@ stages that use it."""
 from pathlib import Path
 
 import yaml
-
 from stage_deps import REPO, package_files
 
 
