@@ -52,6 +52,26 @@ def test_an_existing_experiment_gets_the_training_view_tag(store):
     assert store.get_experiment(experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
 
 
+def test_a_tag_another_clone_set_at_the_same_moment_is_not_an_error(store, monkeypatch):
+    from mlflow.exceptions import MlflowException
+
+    experiment_id = store.create_experiment("shared")
+    set_tag = store.set_experiment_tag
+
+    def racing(eid, key, value):  # the other clone's insert lands first; ours is the duplicate
+        set_tag(eid, key, value)
+        raise MlflowException("duplicate key value violates unique constraint \"experiment_tag_pk\"")
+
+    monkeypatch.setattr(store, "set_experiment_tag", racing)
+    assert mlflow_store.get_or_create_experiment(store, "shared", None) == experiment_id
+
+    other = store.create_experiment("other")
+    monkeypatch.setattr(store, "set_experiment_tag", lambda *a: (_ for _ in ()).throw(MlflowException("server down")))
+    with pytest.raises(MlflowException, match="server down"):  # a failure that left no tag is still one
+        mlflow_store.get_or_create_experiment(store, "other", None)
+    assert "mlflow.experimentKind" not in store.get_experiment(other).tags
+
+
 def test_a_deleted_experiment_is_a_clear_error(store):
     store.delete_experiment(store.create_experiment("gone"))
     with pytest.raises(UserError, match="'gone' is deleted"):

@@ -89,7 +89,11 @@ def get_or_create_experiment(client, name: str, artifact_location: str | None) -
         raise UserError(f"MLflow experiment '{name}' is deleted; restore it in the UI or set tracking.experiment")
     for key, value in EXPERIMENT_KIND.items():
         if experiment.tags.get(key) != value:
-            client.set_experiment_tag(experiment.experiment_id, key, value)
+            try:
+                client.set_experiment_tag(experiment.experiment_id, key, value)
+            except MlflowException:  # another clone's track set it at the same moment (a duplicate key)
+                if client.get_experiment(experiment.experiment_id).tags.get(key) != value:
+                    raise
     return experiment.experiment_id
 
 
