@@ -111,6 +111,11 @@ CANDIDATES: dict[str, dict] = {
     # today's default sampler (SamplerParams: gmm_components 400, gmm_max_iter 20, all 50,000 codes)
     "gmm400_it20": dict(kind="gmm", components=400, fit_codes=50_000, max_iter=20, reg_covar=1e-6,
                         temperatures=[0.95, 0.9]),
+    # fewer EM iterations for the 400-component mixture (the sampler stage's time)
+    "gmm400_it10": dict(kind="gmm", components=400, fit_codes=50_000, max_iter=10, reg_covar=1e-6,
+                        temperatures=[0.95, 0.9]),
+    "gmm400_it12": dict(kind="gmm", components=400, fit_codes=50_000, max_iter=12, reg_covar=1e-6,
+                        temperatures=[0.95, 0.9]),
     "gmm800_it10": dict(kind="gmm", components=800, fit_codes=50_000, max_iter=10, reg_covar=1e-6,
                         temperatures=[0.95]),
     "gmm100_it20": dict(kind="gmm", components=100, fit_codes=50_000, max_iter=20, reg_covar=1e-6),

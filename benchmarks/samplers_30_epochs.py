@@ -3,7 +3,7 @@
 
 For each model (a vae.pt; its params.yaml beside it gives the dequantization) this script runs the sampler
 stage's own fit with the schema's default `sampler` params (samplers.fit: codes mu(x) of the training digits
-but the last `sampler.held_out`, a 400-component mixture after 20 EM iterations), timed in CPU seconds
+but the last `sampler.held_out`, a 400-component mixture after 10 EM iterations), timed in CPU seconds
 (time.process_time, one thread), and scores as `evaluate` does (quality.sample_quality: 10,000 draws against
 the 10,000 test digits in the project classifier's feature space, k = 3, seeds as the pipeline's):
 

@@ -134,7 +134,7 @@ def test_the_default_fit_recovers_a_three_component_mixture_within_sampling_erro
     truth = three_gaussians()["samplers"]["gmm"]
     n = 30000
     z = mixture_of(three_gaussians()).draw(n, torch.Generator().manual_seed(1)).double()
-    p = SamplerParams()  # the default fit: 20 EM iterations
+    p = SamplerParams()  # the default fit: 10 EM iterations
     fitted = gmm.fit(z, 3, p.gmm_max_iter, p.gmm_reg_covar, seed=0)
     order = torch.argsort(fitted["means"][:, 0])
     for k, j in enumerate(order.tolist()):

@@ -193,7 +193,7 @@ class SamplerParams(Section):
     # the last this many training digits are never fitted: evaluate decodes their mu(x) as the decoder's floor
     held_out: Annotated[int, Strict(), Field(ge=10, lt=MNIST_TRAIN)] = 10000
     gmm_components: PositiveInt = 400
-    gmm_max_iter: PositiveInt = 20  # EM iterations (scikit-learn's GaussianMixture)
+    gmm_max_iter: PositiveInt = 10  # EM iterations (scikit-learn's GaussianMixture)
     gmm_reg_covar: Annotated[float, Field(ge=0)] = 1e-6  # added to each covariance's diagonal
     # a fitted sampler's z = mean_k + T L_k eps: what evaluate scores, render draws and `sample` uses by default
     temperature: Annotated[float, Field(gt=0, le=2, allow_inf_nan=False)] = 1.0

@@ -6,8 +6,9 @@ a bool and an int. A draw: the component k ~ Categorical(weights) and eps ~ N(0,
 given (so a seed gives the same z on every device), then z = means[k] + T * L[k] eps on the model's
 device, with L[k] the Cholesky factor of covariance k and T the temperature.
 
-The fit runs a fixed number of EM iterations (sampler.gmm_max_iter, 20 by default: on the 30-epoch models
-EM run to convergence gave the same FID for twice the CPU time), PROGRESS_EVERY at a time so that a long
+The fit runs a fixed number of EM iterations (sampler.gmm_max_iter, 10 by default: on the 30-epoch
+models 20 iterations, or EM run to convergence, gave the same FID within 1 for two to five times the CPU
+time; benchmarks/results/sampler_candidates.json), PROGRESS_EVERY at a time so that a long
 fit says how far it is; a fit that diverges is one line naming sampler.gmm_reg_covar, and returns nothing.
 """
 
@@ -27,7 +28,7 @@ PROGRESS_EVERY = 5  # EM iterations between two progress lines
 LOG_DENSITY_BLOCK = 1 << 22  # rows x components x latent_dim of one block of log_density (32 MB of float64)
 
 
-def fit(z: torch.Tensor, components: int, max_iter: int = 20, reg_covar: float = 1e-6, seed: int = 0,
+def fit(z: torch.Tensor, components: int, max_iter: int = 10, reg_covar: float = 1e-6, seed: int = 0,
         say: Optional[Callable[[str], None]] = None) -> dict:
     """A full-covariance Gaussian mixture fitted to the rows of z (see the module doc for what it returns).
 
