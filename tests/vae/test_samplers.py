@@ -9,6 +9,7 @@ import pickle
 import shutil
 from fractions import Fraction
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -159,6 +160,31 @@ def test_the_fit_reports_its_progress_and_gives_the_bytes_of_one_uninterrupted_e
     lines = [line for line in heard if line.startswith("EM iteration")]
     assert len(lines) == len(heard) == math.ceil(once.n_iter_ / gmm.PROGRESS_EVERY) and "\n" not in "".join(heard)
     assert lines[0].startswith(f"EM iteration {gmm.PROGRESS_EVERY}/12: mean log-likelihood ")
+
+
+class _Libc:
+    """A C library as ctypes sees it: with mallopt (glibc, calls recorded) or without (macOS)."""
+
+    def __init__(self, has_mallopt: bool):
+        self.calls = []
+        if has_mallopt:
+            self.mallopt = lambda param, value: self.calls.append((param, value)) or 1
+
+
+@pytest.mark.parametrize("has_mallopt", [True, False])
+def test_the_fit_keeps_freed_memory_only_while_it_runs_and_gives_the_same_bytes_without_glibc(monkeypatch, has_mallopt):
+    z = mixture_of(three_gaussians()).draw(1000, torch.Generator().manual_seed(4)).double()
+    plain = gmm.fit(z, 3, max_iter=3, seed=0)
+    libc = _Libc(has_mallopt)
+    monkeypatch.setattr(gmm, "ctypes", SimpleNamespace(CDLL=lambda name: libc))  # gmm's C library, not threadpoolctl's
+    again = gmm.fit(z, 3, max_iter=3, seed=0)
+    assert all(torch.equal(plain[key], again[key]) for key in ("weights", "means", "scale_tril"))
+    kept, restored = [(gmm.M_MMAP_MAX, 0), (gmm.M_TRIM_THRESHOLD, 1 << 30)], [(gmm.M_MMAP_MAX, 65536), (gmm.M_TRIM_THRESHOLD, 128 * 1024)]
+    assert libc.calls == (kept + restored if has_mallopt else [])
+    libc.calls.clear()
+    with pytest.raises(UserError, match="diverged"):  # a fit that fails sets glibc's defaults back too
+        gmm.fit(torch.full((50, 2), float("nan"), dtype=torch.float64), 3, max_iter=3, seed=0)
+    assert libc.calls == (kept + restored if has_mallopt else [])
 
 
 def test_a_diverging_fit_is_one_line_naming_reg_covar_and_returns_nothing(monkeypatch):
