@@ -171,12 +171,17 @@ class _Libc:
             self.mallopt = lambda param, value: self.calls.append((param, value)) or 1
 
 
-@pytest.mark.parametrize("has_mallopt", [True, False])
+def _no_handle(name):
+    raise TypeError("expected str, bytes or os.PathLike object, not NoneType")  # ctypes.CDLL(None) on Windows
+
+
+@pytest.mark.parametrize("has_mallopt", [True, False, None], ids=["glibc", "no-mallopt", "no-handle"])
 def test_the_fit_keeps_freed_memory_only_while_it_runs_and_gives_the_same_bytes_without_glibc(monkeypatch, has_mallopt):
     z = mixture_of(three_gaussians()).draw(1000, torch.Generator().manual_seed(4)).double()
     plain = gmm.fit(z, 3, max_iter=3, seed=0)
-    libc = _Libc(has_mallopt)
-    monkeypatch.setattr(gmm, "ctypes", SimpleNamespace(CDLL=lambda name: libc))  # gmm's C library, not threadpoolctl's
+    libc = _Libc(bool(has_mallopt))
+    cdll = _no_handle if has_mallopt is None else (lambda name: libc)
+    monkeypatch.setattr(gmm, "ctypes", SimpleNamespace(CDLL=cdll))  # gmm's C library, not threadpoolctl's
     again = gmm.fit(z, 3, max_iter=3, seed=0)
     assert all(torch.equal(plain[key], again[key]) for key in ("weights", "means", "scale_tril"))
     kept, restored = [(gmm.M_MMAP_MAX, 0), (gmm.M_TRIM_THRESHOLD, 1 << 30)], [(gmm.M_MMAP_MAX, 65536), (gmm.M_TRIM_THRESHOLD, 128 * 1024)]

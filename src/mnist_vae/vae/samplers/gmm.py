@@ -82,8 +82,12 @@ def _freed_memory_kept() -> Iterator[None]:
     (codes x components) float64 temporaries of 160 MB, which glibc maps fresh and unmaps on free, so every
     iteration page-faults them in again; with mmap off and the heap untrimmed it reuses them. The same bytes,
     the same peak memory (1.6 GB), and the default fit took 41 s of CPU instead of 52-57 s on an idle AMD EPYC.
-    Elsewhere (macOS, musl) nothing changes. glibc's defaults are set back afterwards."""
-    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    Elsewhere (macOS, musl, Windows) nothing changes. glibc's defaults are set back afterwards (setting them
+    turns off glibc's adaptive mmap threshold for the rest of the process, which changes no result)."""
+    try:
+        mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    except (OSError, TypeError):  # no handle on the process's own C library (Windows)
+        mallopt = None
     if mallopt is None:
         yield
         return
