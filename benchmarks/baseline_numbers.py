@@ -34,16 +34,33 @@ def locked_md5s(lock: Path) -> dict[str, str]:
     return out
 
 
+def mismatched_model(project: Path, lock: Path) -> str | None:
+    """The first of MODELS in project whose bytes are not those lock records, as one line; None if all are."""
+    locked = locked_md5s(lock)
+    for path in MODELS:
+        md5 = hashlib.md5((project / path).read_bytes()).hexdigest()
+        if md5 != locked[path]:
+            return f"{path} is not the one {lock} records ({md5} != {locked[path]})"
+    return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--project", type=Path, default=Path("."))
     args = parser.parse_args()
-    project = args.project
-    locked = locked_md5s(provenance.ROOT / "dvc.lock")
-    for path in MODELS:
-        md5 = hashlib.md5((project / path).read_bytes()).hexdigest()
-        if md5 != locked[path]:
-            sys.exit(f"baseline_numbers: {path} is not the committed baseline's ({md5} != dvc.lock's {locked[path]})")
+    if problem := mismatched_model(args.project, provenance.ROOT / "dvc.lock"):
+        sys.exit(f"baseline_numbers: not the committed baseline: {problem}")
+    out, when = numbers(args.project)
+    out = {"models_match_dvc_lock": True, **out}
+    # the numbers were measured by that `make repro` (its eval.json's time), read here
+    measured = {**provenance.block("make repro, then python benchmarks/baseline_numbers.py"),
+                "date": when.strftime("%Y-%m-%d %H:%M UTC"), "load_average": None,
+                "commit": provenance.commit(args.project)}
+    print(f"written to {provenance.write('baseline', out, measured)}")
+
+
+def numbers(project: Path) -> tuple[dict, datetime.datetime]:
+    """The numbers the pages cite from a project's metrics, and when its evaluate wrote them."""
 
     def load(name):
         return json.loads((project / "metrics" / f"{name}.json").read_text())
@@ -52,7 +69,6 @@ def main() -> None:
     q = ev["quality"]
     when = datetime.datetime.fromtimestamp((project / "metrics" / "eval.json").stat().st_mtime, datetime.timezone.utc)
     out = {
-        "models_match_dvc_lock": True,
         "test_nll_iwae_se": ev["test"]["iw_nll_se"],
         "iw_samples": ev["likelihood"]["iw_samples"],
         "mutual_info": ev["posterior"]["mutual_info"],
@@ -75,10 +91,7 @@ def main() -> None:
                     "train": train["total_time"], "train_mean_epoch": train["mean_epoch_time"],
                     "sampler": sampler["stage_time"], "evaluate": ev["eval_time"] + ev["quality_time"]},
     }
-    # the numbers were measured by that `make repro` (its eval.json's time), read here
-    measured = {**provenance.block("make repro, then python benchmarks/baseline_numbers.py"),
-                "date": when.strftime("%Y-%m-%d %H:%M UTC"), "load_average": None}
-    print(f"written to {provenance.write('baseline', out, measured)}")
+    return out, when
 
 
 if __name__ == "__main__":

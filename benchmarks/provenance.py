@@ -35,9 +35,9 @@ def cpu() -> str:
     return f"{name} ({isa})" if isa else name
 
 
-def commit() -> str:
+def commit(checkout: Path = ROOT) -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=checkout, capture_output=True, text=True)
         return out.stdout.strip()
     except OSError:
         return ""

@@ -1,0 +1,62 @@
+"""The preset for the best digits: its overrides, and the numbers its experiment scored, for the documentation.
+
+The preset is PRESET's `-S` overrides of the committed params.yaml. Run it as the samplers page says, then,
+in that project (the experiment applied to its workspace, as `dvc exp run` leaves it):
+
+    python benchmarks/preset_numbers.py [--project DIR]
+
+It checks that the project's params are the committed ones with exactly those overrides and that its models
+are the bytes its own dvc.lock records, then writes the overrides, the command and the numbers (as
+benchmarks/baseline_numbers.py reads them) to benchmarks/results/preset.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+import baseline_numbers  # noqa: E402
+import provenance  # noqa: E402
+
+NAME = "best-digits"
+PRESET = {"model.architecture": "conv", "model.likelihood": "continuous_bernoulli", "sampler.temperature": 0.95}
+
+
+def command() -> str:
+    return f"dvc exp run -n {NAME} " + " ".join(f"-S {key}={value}" for key, value in PRESET.items())
+
+
+def with_preset(params: dict) -> dict:
+    out = copy.deepcopy(params)
+    for key, value in PRESET.items():
+        *parents, leaf = key.split(".")
+        section = out
+        for part in parents:
+            section = section[part]
+        section[leaf] = value
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--project", type=Path, default=Path("."))
+    project = parser.parse_args().project
+    expected = with_preset(yaml.safe_load((provenance.ROOT / "params.yaml").read_text()))
+    if yaml.safe_load((project / "params.yaml").read_text()) != expected:
+        sys.exit(f"preset_numbers: {project / 'params.yaml'} is not the committed params with the preset; "
+                 f"run `{command()}` there first")
+    if problem := baseline_numbers.mismatched_model(project, project / "dvc.lock"):
+        sys.exit(f"preset_numbers: the workspace is not its experiment's result: {problem}; run `dvc exp apply {NAME}`")
+    out, when = baseline_numbers.numbers(project)
+    measured = {**provenance.block(f"{command()}, then python benchmarks/preset_numbers.py"),
+                "date": when.strftime("%Y-%m-%d %H:%M UTC"), "load_average": None, "commit": provenance.commit(project)}
+    print(f"written to {provenance.write('preset', {'overrides': PRESET, 'command': command(), **out}, measured)}")
+
+
+if __name__ == "__main__":
+    main()
