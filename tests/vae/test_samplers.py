@@ -163,12 +163,13 @@ def test_the_fit_reports_its_progress_and_gives_the_bytes_of_one_uninterrupted_e
 
 
 class _Libc:
-    """A C library as ctypes sees it: with mallopt (glibc, calls recorded) or without (macOS)."""
+    """A C library as ctypes sees it: with mallopt and malloc_trim (glibc, calls recorded) or without (macOS)."""
 
     def __init__(self, has_mallopt: bool):
         self.calls = []
         if has_mallopt:
             self.mallopt = lambda param, value: self.calls.append((param, value)) or 1
+            self.malloc_trim = lambda pad: self.calls.append(("malloc_trim", pad)) or 1
 
 
 def _no_handle(name):
@@ -179,17 +180,22 @@ def _no_handle(name):
 def test_the_fit_keeps_freed_memory_only_while_it_runs_and_gives_the_same_bytes_without_glibc(monkeypatch, has_mallopt):
     z = mixture_of(three_gaussians()).draw(1000, torch.Generator().manual_seed(4)).double()
     plain = gmm.fit(z, 3, max_iter=3, seed=0)
+    from sklearn.mixture import GaussianMixture
+
     libc = _Libc(bool(has_mallopt))
     cdll = _no_handle if has_mallopt is None else (lambda name: libc)
     monkeypatch.setattr(gmm, "ctypes", SimpleNamespace(CDLL=cdll))  # gmm's C library, not threadpoolctl's
+    em = GaussianMixture.fit
+    monkeypatch.setattr(GaussianMixture, "fit", lambda self, x: libc.calls.append("EM") or em(self, x))
     again = gmm.fit(z, 3, max_iter=3, seed=0)
     assert all(torch.equal(plain[key], again[key]) for key in ("weights", "means", "scale_tril"))
-    kept, restored = [(gmm.M_MMAP_MAX, 0), (gmm.M_TRIM_THRESHOLD, 1 << 30)], [(gmm.M_MMAP_MAX, 65536), (gmm.M_TRIM_THRESHOLD, 128 * 1024)]
-    assert libc.calls == (kept + restored if has_mallopt else [])
+    # glibc's M_MMAP_MAX is -4 and M_TRIM_THRESHOLD -1 (malloc.h); its defaults 65536 and 128 KiB
+    kept, restored = [(-4, 0), (-1, 1 << 30)], [(-4, 65536), (-1, 128 * 1024), ("malloc_trim", 0)]
+    assert libc.calls == (kept + ["EM"] + restored if has_mallopt else ["EM"])
     libc.calls.clear()
     with pytest.raises(UserError, match="diverged"):  # a fit that fails sets glibc's defaults back too
         gmm.fit(torch.full((50, 2), float("nan"), dtype=torch.float64), 3, max_iter=3, seed=0)
-    assert libc.calls == (kept + restored if has_mallopt else [])
+    assert libc.calls == (kept + ["EM"] + restored if has_mallopt else ["EM"])
 
 
 def test_a_diverging_fit_is_one_line_naming_reg_covar_and_returns_nothing(monkeypatch):

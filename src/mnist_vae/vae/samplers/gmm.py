@@ -7,8 +7,9 @@ given (so a seed gives the same z on every device), then z = means[k] + T * L[k]
 device, with L[k] the Cholesky factor of covariance k and T the temperature.
 
 The fit runs a fixed number of EM iterations (sampler.gmm_max_iter, 10 by default: on the 30-epoch
-models 20 iterations, or EM run to convergence, gave the same FID within 1 for two to five times the CPU
-time; benchmarks/results/sampler_candidates.json), PROGRESS_EVERY at a time so that a long
+default and continuous Bernoulli models, 20 iterations or EM run to convergence gave FIDs within 1.6 of
+10's, higher on one model and lower on the other, for about two to five times the CPU time;
+benchmarks/results/sampler_candidates.json), PROGRESS_EVERY at a time so that a long
 fit says how far it is; a fit that diverges is one line naming sampler.gmm_reg_covar, and returns nothing.
 """
 
@@ -82,12 +83,14 @@ def _freed_memory_kept() -> Iterator[None]:
     (codes x components) float64 temporaries of 160 MB, which glibc maps fresh and unmaps on free, so every
     iteration page-faults them in again; with mmap off and the heap untrimmed it reuses them. The same bytes,
     the same peak memory (1.6 GB), and the default fit took 41 s of CPU instead of 52-57 s on an idle AMD EPYC.
-    Elsewhere (macOS, musl, Windows) nothing changes. glibc's defaults are set back afterwards (setting them
-    turns off glibc's adaptive mmap threshold for the rest of the process, which changes no result)."""
+    Elsewhere (macOS, musl, Windows) nothing changes. Afterwards glibc's defaults are set (not a user's own
+    MALLOC_* settings: mallopt cannot read them back; and glibc's adaptive mmap threshold stays off for the
+    rest of the process, which changes no result) and the heap kept is handed back (malloc_trim)."""
     try:
-        mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+        libc = ctypes.CDLL(None)
     except (OSError, TypeError):  # no handle on the process's own C library (Windows)
-        mallopt = None
+        libc = None
+    mallopt = getattr(libc, "mallopt", None)
     if mallopt is None:
         yield
         return
@@ -98,6 +101,7 @@ def _freed_memory_kept() -> Iterator[None]:
     finally:
         mallopt(M_MMAP_MAX, 65536)  # glibc's defaults
         mallopt(M_TRIM_THRESHOLD, 128 * 1024)
+        libc.malloc_trim(0)
 
 
 def _diverged(components: int, n: int, done: int, reg_covar: float, what: str) -> UserError:
