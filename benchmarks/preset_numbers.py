@@ -5,8 +5,8 @@ in that project (the experiment applied to its workspace, as `dvc exp run` leave
 
     python benchmarks/preset_numbers.py [--project DIR]
 
-It checks that the project's params are the committed ones with exactly those overrides and that its models
-are the bytes its own dvc.lock records, then writes the overrides, the command and the numbers (as
+It checks that the project's params are its commit's params.yaml with exactly those overrides and that its
+models are the bytes its own dvc.lock records, then writes the overrides, the command and the numbers (as
 benchmarks/baseline_numbers.py reads them) to benchmarks/results/preset.json.
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import subprocess
 import sys
 from pathlib import Path
 
@@ -46,9 +47,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--project", type=Path, default=Path("."))
     project = parser.parse_args().project
-    expected = with_preset(yaml.safe_load((provenance.ROOT / "params.yaml").read_text()))
-    if yaml.safe_load((project / "params.yaml").read_text()) != expected:
-        sys.exit(f"preset_numbers: {project / 'params.yaml'} is not the committed params with the preset; "
+    committed = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=project, capture_output=True, text=True)
+    if committed.returncode != 0:
+        sys.exit(f"preset_numbers: cannot read {project}'s committed params.yaml: {committed.stderr.strip()}")
+    if yaml.safe_load((project / "params.yaml").read_text()) != with_preset(yaml.safe_load(committed.stdout)):
+        sys.exit(f"preset_numbers: {project / 'params.yaml'} is not its commit's params with the preset alone; "
                  f"run `{command()}` there first")
     if problem := baseline_numbers.mismatched_model(project, project / "dvc.lock"):
         sys.exit(f"preset_numbers: the workspace is not its experiment's result: {problem}; run `dvc exp apply {NAME}`")

@@ -16,7 +16,7 @@ For each model (a vae.pt; its params.yaml beside it, when there is one, gives th
 
 Every candidate is a samplers.Sampler (draw(n, generator, temperature), log_density(z)). The mixture rows
 (gmm*) are the product's own: samplers.gmm.fit and samplers.gmm.Sampler, so a gmm row is what the sampler
-stage fits and evaluate draws with those settings (gmm400_it20 is today's default, SamplerParams).
+stage fits and evaluate draws with those settings (gmm400_it10 is today's default, SamplerParams).
 
 Reference rows: the model's prior, the decoded held-out codes mu(x) ("decoder floor": what a perfect sampler
 of these codes would score) and the real training digits (quality.reference, model independent).
@@ -108,10 +108,10 @@ CANDIDATES: dict[str, dict] = {
                    temperatures=[0.95, 0.9]),
     "gmm200_it20": dict(kind="gmm", components=200, fit_codes=50_000, max_iter=20, reg_covar=1e-6,
                         temperatures=[0.95, 0.9]),
-    # today's default sampler (SamplerParams: gmm_components 400, gmm_max_iter 20, all 50,000 codes)
+    # the default sampler before gmm_max_iter became 10 (gmm_components 400, all 50,000 codes)
     "gmm400_it20": dict(kind="gmm", components=400, fit_codes=50_000, max_iter=20, reg_covar=1e-6,
                         temperatures=[0.95, 0.9]),
-    # fewer EM iterations for the 400-component mixture (the sampler stage's time)
+    # today's default sampler (SamplerParams: gmm_components 400, gmm_max_iter 10, all 50,000 codes)
     "gmm400_it10": dict(kind="gmm", components=400, fit_codes=50_000, max_iter=10, reg_covar=1e-6,
                         temperatures=[0.95, 0.9]),
     "gmm400_it12": dict(kind="gmm", components=400, fit_codes=50_000, max_iter=12, reg_covar=1e-6,
