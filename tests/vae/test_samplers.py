@@ -163,12 +163,14 @@ def test_the_fit_reports_its_progress_and_gives_the_bytes_of_one_uninterrupted_e
 
 
 class _Libc:
-    """A C library as ctypes sees it: with mallopt and malloc_trim (glibc, calls recorded) or without (macOS)."""
+    """A C library as ctypes sees it: with mallopt and malloc_trim (glibc, calls recorded), with mallopt alone,
+    or with neither (macOS)."""
 
-    def __init__(self, has_mallopt: bool):
+    def __init__(self, has_mallopt: bool, has_trim: bool = True):
         self.calls = []
         if has_mallopt:
             self.mallopt = lambda param, value: self.calls.append((param, value)) or 1
+        if has_mallopt and has_trim:
             self.malloc_trim = lambda pad: self.calls.append(("malloc_trim", pad)) or 1
 
 
@@ -176,13 +178,15 @@ def _no_handle(name):
     raise TypeError("expected str, bytes or os.PathLike object, not NoneType")  # ctypes.CDLL(None) on Windows
 
 
-@pytest.mark.parametrize("has_mallopt", [True, False, None], ids=["glibc", "no-mallopt", "no-handle"])
-def test_the_fit_keeps_freed_memory_only_while_it_runs_and_gives_the_same_bytes_without_glibc(monkeypatch, has_mallopt):
+@pytest.mark.parametrize("has_mallopt,has_trim", [(True, True), (True, False), (False, False), (None, False)],
+                         ids=["glibc", "mallopt-without-malloc_trim", "no-mallopt", "no-handle"])
+def test_the_fit_keeps_freed_memory_only_while_it_runs_and_gives_the_same_bytes_without_glibc(
+        monkeypatch, has_mallopt, has_trim):
     z = mixture_of(three_gaussians()).draw(1000, torch.Generator().manual_seed(4)).double()
     plain = gmm.fit(z, 3, max_iter=3, seed=0)
     from sklearn.mixture import GaussianMixture
 
-    libc = _Libc(bool(has_mallopt))
+    libc = _Libc(bool(has_mallopt), has_trim)
     cdll = _no_handle if has_mallopt is None else (lambda name: libc)
     monkeypatch.setattr(gmm, "ctypes", SimpleNamespace(CDLL=cdll))  # gmm's C library, not threadpoolctl's
     em = GaussianMixture.fit
@@ -190,7 +194,7 @@ def test_the_fit_keeps_freed_memory_only_while_it_runs_and_gives_the_same_bytes_
     again = gmm.fit(z, 3, max_iter=3, seed=0)
     assert all(torch.equal(plain[key], again[key]) for key in ("weights", "means", "scale_tril"))
     # glibc's M_MMAP_MAX is -4 and M_TRIM_THRESHOLD -1 (malloc.h); its defaults 65536 and 128 KiB
-    kept, restored = [(-4, 0), (-1, 1 << 30)], [(-4, 65536), (-1, 128 * 1024), ("malloc_trim", 0)]
+    kept, restored = [(-4, 0), (-1, 1 << 30)], [(-4, 65536), (-1, 128 * 1024)] + [("malloc_trim", 0)] * has_trim
     assert libc.calls == (kept + ["EM"] + restored if has_mallopt else ["EM"])
     libc.calls.clear()
     with pytest.raises(UserError, match="diverged"):  # a fit that fails sets glibc's defaults back too

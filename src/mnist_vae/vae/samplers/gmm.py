@@ -101,7 +101,9 @@ def _freed_memory_kept() -> Iterator[None]:
     finally:
         mallopt(M_MMAP_MAX, 65536)  # glibc's defaults
         mallopt(M_TRIM_THRESHOLD, 128 * 1024)
-        libc.malloc_trim(0)
+        trim = getattr(libc, "malloc_trim", None)  # glibc's; a C library may have mallopt without it
+        if trim is not None:
+            trim(0)
 
 
 def _diverged(components: int, n: int, done: int, reg_covar: float, what: str) -> UserError:
