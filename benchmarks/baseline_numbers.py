@@ -52,11 +52,14 @@ def main() -> None:
         sys.exit(f"baseline_numbers: not the committed baseline: {problem}")
     out, when = numbers(args.project)
     out = {"models_match_dvc_lock": True, **out}
-    # the numbers were measured by that `make repro` (its eval.json's time), read here
-    measured = {**provenance.block("make repro, then python benchmarks/baseline_numbers.py"),
-                "date": when.strftime("%Y-%m-%d %H:%M UTC"), "load_average": None,
-                "commit": provenance.commit(args.project)}
+    measured = measured_by("make repro, then python benchmarks/baseline_numbers.py", args.project, when)
     print(f"written to {provenance.write('baseline', out, measured)}")
+
+
+def measured_by(command: str, project: Path, when: datetime.datetime) -> dict:
+    """The provenance of numbers a project's own run measured (at `when`, its eval.json's time) and this reads."""
+    return {**provenance.block(command), "date": when.strftime("%Y-%m-%d %H:%M UTC"), "load_average": None,
+            "commit": provenance.commit(project)}
 
 
 def numbers(project: Path) -> tuple[dict, datetime.datetime]:

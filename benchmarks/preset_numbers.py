@@ -13,12 +13,13 @@ benchmarks/baseline_numbers.py reads them) to benchmarks/results/preset.json.
 from __future__ import annotations
 
 import argparse
-import copy
 import subprocess
 import sys
 from pathlib import Path
 
 import yaml
+
+from mnist_vae.ops.search.spec import with_overrides
 
 sys.path.insert(0, str(Path(__file__).parent))
 import baseline_numbers  # noqa: E402
@@ -32,17 +33,6 @@ def command() -> str:
     return f"dvc exp run -n {NAME} " + " ".join(f"-S {key}={value}" for key, value in PRESET.items())
 
 
-def with_preset(params: dict) -> dict:
-    out = copy.deepcopy(params)
-    for key, value in PRESET.items():
-        *parents, leaf = key.split(".")
-        section = out
-        for part in parents:
-            section = section[part]
-        section[leaf] = value
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--project", type=Path, default=Path("."))
@@ -50,14 +40,13 @@ def main() -> None:
     committed = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=project, capture_output=True, text=True)
     if committed.returncode != 0:
         sys.exit(f"preset_numbers: cannot read {project}'s committed params.yaml: {committed.stderr.strip()}")
-    if yaml.safe_load((project / "params.yaml").read_text()) != with_preset(yaml.safe_load(committed.stdout)):
+    if yaml.safe_load((project / "params.yaml").read_text()) != with_overrides(yaml.safe_load(committed.stdout), PRESET):
         sys.exit(f"preset_numbers: {project / 'params.yaml'} is not its commit's params with the preset alone; "
                  f"run `{command()}` there first")
     if problem := baseline_numbers.mismatched_model(project, project / "dvc.lock"):
         sys.exit(f"preset_numbers: the workspace is not its experiment's result: {problem}; run `dvc exp apply {NAME}`")
     out, when = baseline_numbers.numbers(project)
-    measured = {**provenance.block(f"{command()}, then python benchmarks/preset_numbers.py"),
-                "date": when.strftime("%Y-%m-%d %H:%M UTC"), "load_average": None, "commit": provenance.commit(project)}
+    measured = baseline_numbers.measured_by(f"{command()}, then python benchmarks/preset_numbers.py", project, when)
     print(f"written to {provenance.write('preset', {'overrides': PRESET, 'command': command(), **out}, measured)}")
 
 
