@@ -227,3 +227,25 @@ def test_a_history_without_timestamps_is_refused(tmp_path):
     path.write_text("epoch,train_total\n1,100.0\n")
     with pytest.raises(FileProblem, match="history.csv has no rows with epoch, epoch_time and time"):
         tracking.read_history(path)
+
+
+def test_a_dataset_another_run_inserted_at_the_same_moment_is_linked_on_a_second_call_and_other_errors_raise():
+    import mlflow
+
+    class Client:  # a store whose first log_inputs loses the check-then-insert race (as PostgreSQL words it)
+        def __init__(self, error: str):
+            self.calls, self.error = 0, error
+
+        def log_inputs(self, run_id, datasets):
+            self.calls += 1
+            if self.calls == 1:
+                raise mlflow.exceptions.MlflowException(self.error)
+
+    raced = Client('BAD_REQUEST: (psycopg2.errors.UniqueViolation) duplicate key value violates unique constraint '
+                   '"dataset_pk" DETAIL: Key (experiment_id, name, digest)=(1, mnist-train, 5c18af12) already exists.')
+    tracking._log_inputs(mlflow, raced, "run", [])
+    assert raced.calls == 2
+    other = Client("RESOURCE_DOES_NOT_EXIST: run 'run' not found")
+    with pytest.raises(mlflow.exceptions.MlflowException, match="not found"):
+        tracking._log_inputs(mlflow, other, "run", [])
+    assert other.calls == 1

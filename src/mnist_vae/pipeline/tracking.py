@@ -158,7 +158,7 @@ class RunWriter:
         run's step-0 metrics to a model logged after them), the artifacts, then the run's end."""
         result, client, mlflow = self.result, self.client, self.mlflow
         datasets = [_dataset(mlflow, path, context) for context, path in result.datasets.items()]
-        steps = [lambda: client.log_inputs(self.run_id, datasets=datasets)] if datasets else []
+        steps = [lambda: _log_inputs(mlflow, client, self.run_id, datasets)] if datasets else []
         if result.params.tracking.log_model:
             steps += [lambda: self.create_model(experiment_id), self.log_model]
         steps.append(lambda: client.log_batch(
@@ -305,6 +305,19 @@ def _images(result: Result) -> list[tuple[Path, str, int]]:
             key, step = run_page.image_key(path)
             out.append((path, key, 0 if step is None else step))
     return out
+
+
+def _log_inputs(mlflow, client, run_id: str, datasets: list) -> None:
+    """The run's datasets. MLflow's store adds a dataset it has not seen by a check, then an insert: two clones
+    tracking the same data into one experiment at one moment make one insert fail on the dataset's key (seen on
+    a team server's PostgreSQL); the other's dataset then exists, and a second call links it (nothing of the
+    failed call was committed)."""
+    try:
+        client.log_inputs(run_id, datasets=datasets)
+    except mlflow.exceptions.MlflowException as exc:
+        if not any(key in str(exc) for key in ("dataset_pk", "UNIQUE constraint failed: datasets")):
+            raise
+        client.log_inputs(run_id, datasets=datasets)
 
 
 def _dataset(mlflow, path: Path, context: str):
